@@ -1,0 +1,8 @@
+"""sse-jobs: long-running requests as persistent jobs with live Server-Sent Events."""
+
+from sse_jobs.config import Settings
+from sse_jobs.registry import job
+from sse_jobs.web import create_app
+from sse_jobs.worker import JobContext
+
+__all__ = ["JobContext", "Settings", "create_app", "job"]

@@ -1,0 +1,117 @@
+"""In-process publish/subscribe of stored events to open streams.
+
+Each subscription has a bounded buffer. Publishing never waits: a subscriber whose
+buffer is full is dropped (its stream is closed, it reconnects with Last-Event-ID and
+replays from storage), so one slow reader can neither slow the others nor grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from sse_jobs.records import Event
+
+
+class SubscriptionClosed(Exception):
+    """The subscription ended: dropped for falling behind, or closed by shutdown."""
+
+    def __init__(self, dropped: bool) -> None:
+        super().__init__("dropped: the reader fell behind" if dropped else "closed")
+        self.dropped = dropped
+
+
+class Subscription:
+    """One stream's view of the live events: a job's, or every job's when ``job_id`` is None."""
+
+    def __init__(self, job_id: str | None, maxsize: int) -> None:
+        self.job_id = job_id
+        self._maxsize = maxsize
+        self._events: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._closed: SubscriptionClosed | None = None
+        self.on_drop: Callable[[], None] | None = None
+
+    def push(self, event: Event) -> bool:
+        """Buffer ``event``; False (and the subscription closed) if the buffer was full."""
+        if self._closed is not None:
+            return True
+        if len(self._events) >= self._maxsize:
+            self.close(dropped=True)
+            return False
+        self._events.append(event)
+        self._ready.set()
+        return True
+
+    def close(self, *, dropped: bool = False) -> None:
+        if self._closed is None:
+            self._closed = SubscriptionClosed(dropped)
+            self._events.clear()
+            self._ready.set()
+            if dropped and self.on_drop is not None:
+                self.on_drop()
+
+    async def next_batch(self) -> list[Event]:
+        """Wait for events and take all buffered ones; raises ``SubscriptionClosed``."""
+        while not self._events:
+            if self._closed is not None:
+                raise self._closed
+            self._ready.clear()
+            await self._ready.wait()
+        if self._closed is not None:
+            raise self._closed
+        batch = list(self._events)
+        self._events.clear()
+        return batch
+
+
+class Broker:
+    """Routes each committed event to the subscriptions of its job and to global ones."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._global: set[Subscription] = set()
+        self.dropped = 0
+
+    def subscribe(self, job_id: str | None) -> Subscription:
+        subscription = Subscription(job_id, self.queue_size)
+        if job_id is None:
+            self._global.add(subscription)
+        else:
+            self._by_job.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
+        if subscription.job_id is None:
+            self._global.discard(subscription)
+            return
+        subscribers = self._by_job.get(subscription.job_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._by_job[subscription.job_id]
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Called by the store after each commit, in commit order."""
+        for event in events:
+            for subscription in self._by_job.get(event.job_id, ()):
+                if not subscription.push(event):
+                    self.dropped += 1
+            for subscription in self._global:
+                if not subscription.push(event):
+                    self.dropped += 1
+
+    def close_all(self) -> None:
+        """End every subscription (shutdown): each stream finishes and its client resumes."""
+        for subscribers in self._by_job.values():
+            for subscription in subscribers:
+                subscription.close()
+        for subscription in self._global:
+            subscription.close()
+
+    def counts(self) -> tuple[int, int]:
+        """Open (per-job, global) subscriptions."""
+        return sum(len(s) for s in self._by_job.values()), len(self._global)

@@ -1,0 +1,32 @@
+"""The ``sse-jobs`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sse_jobs import config, server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sse-jobs", description="Long-running requests as jobs with live SSE progress.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    config.build_parser(commands.add_parser(
+        "serve", help="run the server", description="Run the sse-jobs server."))
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return server.run(config.settings_from(args, environ=_environ()))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Settings: the one place that reads command-line flags and ``SSE_JOBS_*`` variables.
+
+Every flag ``--some-flag`` also reads ``SSE_JOBS_SOME_FLAG``; a flag given on the command
+line wins over the environment, and the environment wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SSE_JOBS_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How one sse-jobs server runs. Every field has a safe default for local use."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: Path = Path("sse-jobs.db")
+    # Where job result files live; defaults to ``<db name>-results`` beside the database.
+    results_dir: Path | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: tuple[str, ...] = ()
+    insecure: bool = False
+    debug: bool = False
+    log_level: str = "info"
+    # Streams
+    heartbeat: float = 15.0
+    send_timeout: float = 30.0
+    retry_ms: int = 3000
+    progress_rate: float = 10.0
+    subscriber_queue: int = 1024
+    # Jobs
+    cancel_grace: float = 5.0
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    shutdown_grace: float = 10.0
+    retention: float = 7 * 86400.0
+    max_queued: int = 10_000
+    max_body: int = 1024 * 1024
+
+    @property
+    def results_path(self) -> Path:
+        return self.results_dir or self.db.with_name(self.db.stem + "-results")
+
+    @property
+    def loopback_only(self) -> bool:
+        return _is_loopback(self.host)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"1.5"``, ``"30s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d)")
+    number, unit = match.groups()
+    return float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# flag name -> (type, help). Booleans are switches; "jobs" is repeatable.
+_FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
+    "host": (str, "address to listen on"),
+    "port": (_port, "port to listen on; 0 picks a free one"),
+    "db": (Path, "SQLite database file"),
+    "results-dir": (Path, "directory for job result files (default: <db>-results)"),
+    "workers": (_positive_int, "worker processes in the pool (default: CPU count)"),
+    "jobs": (str, "import MODULE to register its job types (repeatable)"),
+    "insecure": (None, "allow a non-loopback host without API tokens"),
+    "debug": (None, "include tracebacks in job errors"),
+    "log-level": (str, "debug, info, warning or error"),
+    "heartbeat": (parse_duration, "seconds between ': ping' comments on idle streams"),
+    "send-timeout": (parse_duration, "drop a stream whose write stalls this long"),
+    "retry-ms": (_positive_int, "the 'retry:' reconnection delay sent to SSE clients"),
+    "progress-rate": (_non_negative, "progress events stored per job per second; 0 = all"),
+    "subscriber-queue": (_positive_int, "events buffered per stream before it is dropped"),
+    "cancel-grace": (parse_duration, "seconds a running job has to stop before it is killed"),
+    "retry-base": (parse_duration, "first retry backoff ceiling in seconds"),
+    "retry-max": (parse_duration, "largest retry backoff in seconds"),
+    "shutdown-grace": (parse_duration, "seconds running jobs get on shutdown"),
+    "retention": (parse_duration, "keep finished jobs this long (e.g. 7d)"),
+    "max-queued": (_positive_int, "queued jobs before submissions get 503"),
+    "max-body": (_positive_int, "largest request body in bytes"),
+}
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``serve`` flags to ``parser``; defaults are left unset so env can fill them."""
+    for name, (kind, help_text) in _FLAGS.items():
+        env = ENV_PREFIX + name.upper().replace("-", "_")
+        if kind is None:
+            parser.add_argument(f"--{name}", action="store_true", default=None,
+                                help=f"{help_text} [{env}]")
+        elif name == "jobs":
+            parser.add_argument("--jobs", action="append", metavar="MODULE",
+                                help=f"{help_text} [{env}, comma separated]")
+        else:
+            parser.add_argument(f"--{name}", type=kind, help=f"{help_text} [{env}]")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Merge parsed flags over ``SSE_JOBS_*`` environment values over the defaults."""
+    values: dict[str, Any] = {}
+    for name, (kind, _help) in _FLAGS.items():
+        attr = name.replace("-", "_")
+        given = getattr(args, attr, None)
+        if given is not None:
+            values[attr] = tuple(given) if name == "jobs" else given
+            continue
+        raw = environ.get(ENV_PREFIX + attr.upper())
+        if raw is None or raw == "":
+            continue
+        values[attr] = _from_env(name, kind, raw)
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def _from_env(name: str, kind: Callable[[str], Any] | None, raw: str) -> Any:
+    env = ENV_PREFIX + name.upper().replace("-", "_")
+    if kind is None:
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise SystemExit(f"sse-jobs: {env} must be true or false, not {raw!r}")
+    if name == "jobs":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    try:
+        return kind(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise SystemExit(f"sse-jobs: {env}={raw!r} is not valid: {exc}") from None
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for ``sse-jobs serve ARGV`` in the given (default: this process's) environment."""
+    parser = build_parser(argparse.ArgumentParser(prog="sse-jobs serve"))
+    return settings_from(parser.parse_args(argv), os.environ if environ is None else environ)

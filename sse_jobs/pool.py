@@ -1,0 +1,222 @@
+"""The bounded process pool that runs job code, never on the event loop.
+
+Built on pebble's ``ProcessPool``: unlike ``concurrent.futures.ProcessPoolExecutor`` it
+can kill the one worker running a given task (on cancel or timeout) and replaces dead
+workers without breaking the whole pool; loky can do neither for a single task.
+Workers are started by a ``forkserver`` so they never inherit the server's threads or
+open sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import pebble
+
+from sse_jobs.worker import FRAME_HEADER, WorkerCall, init_worker, run_attempt
+
+log = logging.getLogger(__name__)
+
+F_SETPIPE_SZ = 1031  # Linux fcntl; a larger pipe lets workers run ahead of short loop stalls
+PIPE_SIZE = 1 << 20
+MAX_READS_PER_WAKEUP = 64  # bounds the time one read callback holds the event loop
+
+OutcomeKind = Literal["ok", "error", "cancelled", "timeout", "crashed", "killed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """One ``ctx.progress`` call, as the server received it."""
+
+    job_id: str
+    attempt: int
+    percent: float
+    message: str | None
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended.
+
+    ``ok``: returned ``result`` (JSON bytes) and maybe a ``result_file``; ``error``: raised
+    ``exception``/``message``; ``cancelled``: stopped itself after a cancel request;
+    ``timeout``/``killed``: killed by us; ``crashed``: its process died.
+    """
+
+    kind: OutcomeKind
+    result: bytes | None = None
+    result_file: str | None = None
+    exception: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(slots=True)
+class _Running:
+    slot: int
+    future: Future[Any]
+
+
+class WorkerPool:
+    """Runs at most ``workers`` attempts at once and streams their progress to a callback."""
+
+    def __init__(self, workers: int, *, debug: bool = False) -> None:
+        self.workers = workers
+        self._debug = debug
+        self._free_slots = list(range(workers))
+        self._running: dict[str, _Running] = {}
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._cancel_flags: Any = self._ctx.RawArray("b", workers)
+        self._reader, self._writer = self._ctx.Pipe(duplex=False)
+        self._buffer = bytearray()
+        self._pool: pebble.ProcessPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_progress: Callable[[ProgressReport], None] | None = None
+        self._reading = False
+
+    @property
+    def free(self) -> int:
+        """How many more attempts can start now."""
+        return len(self._free_slots)
+
+    @property
+    def alive(self) -> bool:
+        return self._pool is not None and self._pool.active
+
+    def start(self, on_progress: Callable[[ProgressReport], None]) -> None:
+        """Start the workers; ``on_progress`` is called on the event loop for each report."""
+        self._loop = asyncio.get_running_loop()
+        self._on_progress = on_progress
+        self._ctx.set_forkserver_preload(["sse_jobs.worker", "sse_jobs.demo_jobs"])
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self._writer.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(self._reader.fileno(), False)
+        self._pool = pebble.ProcessPool(
+            max_workers=self.workers, initializer=init_worker,
+            initargs=(self._writer, self._cancel_flags), context=self._ctx,
+        )
+        self.resume_reading()
+
+    def run(self, call: WorkerCall, timeout: float) -> asyncio.Future[Outcome]:
+        """Start an attempt in a free slot (the caller checks ``free``)."""
+        assert self._pool is not None
+        assert self._loop is not None
+        slot = self._free_slots.pop()
+        self._cancel_flags[slot] = 0
+        call = dataclasses.replace(call, slot=slot)
+        outcome: asyncio.Future[Outcome] = self._loop.create_future()
+        future = self._pool.schedule(run_attempt, args=(call, self._debug), timeout=timeout)
+        self._running[call.job_id] = _Running(slot, future)
+        loop = self._loop
+
+        def finished(done: Future[Any]) -> None:
+            loop.call_soon_threadsafe(self._finish, call.job_id, done, outcome)
+
+        future.add_done_callback(finished)
+        return outcome
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask a running attempt to stop at its next ``ctx.progress``; False if not running."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        self._cancel_flags[running.slot] = 1
+        return True
+
+    def kill(self, job_id: str) -> None:
+        """Kill the worker running ``job_id`` now; pebble starts a replacement."""
+        running = self._running.get(job_id)
+        if running is not None:
+            running.future.cancel()
+
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    def pause_reading(self) -> None:
+        """Stop reading progress; workers block on a full pipe, which is the backpressure."""
+        if self._reading and self._loop is not None:
+            self._loop.remove_reader(self._reader.fileno())
+            self._reading = False
+
+    def resume_reading(self) -> None:
+        if not self._reading and self._loop is not None:
+            self._loop.add_reader(self._reader.fileno(), self._read_progress)
+            self._reading = True
+
+    async def close(self) -> None:
+        """Kill every worker and release the pipe; running attempts end as ``killed``."""
+        self.pause_reading()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()  # type: ignore[no-untyped-call]
+            await asyncio.to_thread(pool.join, 10)
+        self._reader.close()
+        self._writer.close()
+
+    def _finish(self, job_id: str, done: Future[Any], outcome: asyncio.Future[Outcome]) -> None:
+        running = self._running.pop(job_id, None)
+        if running is not None:
+            self._free_slots.append(running.slot)
+        # The attempt's progress frames were written to the pipe before its result was
+        # sent, so reading the pipe now delivers all of them before the outcome.
+        self._read_progress()
+        if not outcome.done():
+            outcome.set_result(_outcome_of(done))
+
+    def _read_progress(self) -> None:
+        fd = self._reader.fileno()
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                chunk = os.read(fd, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            self._buffer += chunk
+        self._dispatch_frames()
+
+    def _dispatch_frames(self) -> None:
+        assert self._on_progress is not None
+        buffer, offset, now = self._buffer, 0, time.time()
+        while len(buffer) - offset >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(buffer, offset)
+            end = offset + FRAME_HEADER.size + size
+            if end > len(buffer):
+                break
+            kind, job_id, attempt, percent, message = orjson.loads(
+                bytes(buffer[offset + FRAME_HEADER.size:end]))
+            offset = end
+            if kind == "p":
+                self._on_progress(ProgressReport(job_id, attempt, percent, message, now))
+        del buffer[:offset]
+
+
+def _outcome_of(done: Future[Any]) -> Outcome:
+    try:
+        value = done.result()
+    except CancelledError:
+        return Outcome("killed")
+    except TimeoutError:
+        return Outcome("timeout")
+    except pebble.ProcessExpired as exc:
+        return Outcome("crashed", message=f"worker process exited with code {exc.exitcode}")
+    except Exception as exc:  # noqa: BLE001 - e.g. params that cannot be pickled
+        return Outcome("error", exception=type(exc).__name__, message=str(exc))
+    if value[0] == "ok":
+        return Outcome("ok", result=value[1], result_file=value[2])
+    if value[0] == "cancelled":
+        return Outcome("cancelled")
+    return Outcome("error", exception=value[1], message=value[2], traceback=value[3])

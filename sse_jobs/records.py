@@ -1,0 +1,95 @@
+"""Frozen records the store hands out: a job row and a stored event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sse_jobs.states import EventName, JobState, state_after
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as stored. Times are UNIX seconds; JSON columns are already decoded."""
+
+    id: str
+    type: str
+    state: JobState
+    params: dict[str, Any]
+    priority: int
+    attempt: int
+    max_attempts: int
+    timeout: float
+    progress: float
+    message: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    not_before: float
+    result: bytes | None  # the JSON result, encoded
+    result_file: str | None
+    error: dict[str, Any] | None
+    last_event_id: int
+    cancel_requested: bool
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored event. ``data`` is the exact JSON line sent on the wire."""
+
+    id: int  # global sequence, the id on /api/v1/events
+    job_id: str
+    seq: int  # the job's own sequence 1, 2, 3, ... the id on the job's stream
+    name: EventName
+    data: bytes
+
+    @property
+    def terminal(self) -> bool:
+        return self.name.terminal
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated submission, ready to be stored with its ``queued`` event."""
+
+    id: str
+    type: str
+    params: dict[str, Any]
+    priority: int
+    max_attempts: int
+    timeout: float
+    created_at: float
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """A progress event to store for a running attempt."""
+
+    job_id: str
+    attempt: int
+    progress: float
+    message: str | None
+    eta: float | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A state-changing event to record, the column values it sets, and its extra data."""
+
+    event: EventName
+    at: float
+    error: dict[str, Any] | None = None
+    result: bytes | None = None
+    result_file: str | None = None
+    not_before: float | None = None
+    refund_attempt: bool = False  # a retry that does not spend an attempt (shutdown)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> JobState:
+        return state_after(self.event)

@@ -1,0 +1,66 @@
+"""Running the server: bind, announce, and shut down gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from sse_jobs.config import Settings
+from sse_jobs.registry import import_job_modules
+from sse_jobs.web import BROKER, ENGINE, create_app
+
+log = logging.getLogger(__name__)
+
+# Time the HTTP server gives open requests once the engine has stopped.
+HTTP_SHUTDOWN_TIMEOUT = 5.0
+
+
+def run(settings: Settings) -> int:
+    """``sse-jobs serve``: run until SIGTERM or SIGINT, then exit 0."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.loopback_only and not settings.insecure:
+        print(f"sse-jobs: refusing to listen on {settings.host} with no API tokens configured; "
+              "anyone who can reach it could run jobs. Bind 127.0.0.1, or pass --insecure "
+              "if something else guards this address.", file=sys.stderr)
+        return 2
+    # Like `python -m`, let --jobs name modules in the working directory; the worker
+    # processes inherit this path.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    import_job_modules(settings.jobs)
+    asyncio.run(serve(settings))
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+                           shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"sse-jobs listening on http://{settings.host}:{port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        await drain(runner.app)
+    finally:
+        await runner.cleanup()
+
+
+async def drain(app: web.Application) -> None:
+    """Stop taking jobs (503), end streams so clients resume elsewhere or later, and give
+    running jobs their grace period — while the HTTP server still answers."""
+    app[ENGINE].accepting = False
+    app[BROKER].close_all()
+    await app[ENGINE].stop()

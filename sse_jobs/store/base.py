@@ -1,0 +1,102 @@
+"""The storage interface the engine and the web layer use, and nothing more.
+
+A store keeps jobs and their events. It assigns each event its per-job ``seq`` and its
+global ``id`` inside the transaction that changes the job, and calls the listener with
+the events of each transaction after it commits and before any caller hears of it — so
+an event can only be seen once it is durable, and listeners see events in commit order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from sse_jobs.records import Change, Event, JobRecord, NewJob, ProgressUpdate
+from sse_jobs.states import JobState
+
+EventListener = Callable[[Sequence[Event]], None]
+
+
+class Store(ABC):
+    """Rows in, rows out. Implementations translate their errors into ``sse_jobs.errors``."""
+
+    #: whether more than one server process may share the database (SQLite: no).
+    supports_multiple_servers: bool = False
+
+    @abstractmethod
+    async def open(self, listener: EventListener) -> None:
+        """Connect, migrate the schema, and start delivering committed events to ``listener``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and disconnect."""
+
+    @abstractmethod
+    async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
+        """Store a job and its ``queued`` event, or return the job already stored under
+        the same idempotency key (then the flag is False)."""
+
+    @abstractmethod
+    async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
+        """Apply a state change and store its event, atomically.
+
+        Raises ``IllegalTransition`` when the job's state does not allow the event, and
+        ``NotFound`` when there is no such job.
+        """
+
+    @abstractmethod
+    async def record_progress(self, updates: Sequence[ProgressUpdate]) -> list[Event]:
+        """Store progress events of running attempts; updates for jobs no longer running
+        that attempt are dropped."""
+
+    @abstractmethod
+    async def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Mark a processing job as asked to stop (no event); None unless it is processing."""
+
+    @abstractmethod
+    async def claim(self, now: float, limit: int) -> list[tuple[JobRecord, Event]]:
+        """Move up to ``limit`` runnable queued jobs to ``processing``, highest priority,
+        then oldest, first."""
+
+    @abstractmethod
+    async def next_run_at(self) -> float | None:
+        """The earliest ``not_before`` of any queued job."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    async def list_jobs(
+        self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
+    ) -> list[JobRecord]:
+        """Jobs newest first, optionally filtered, with ids below ``before``."""
+
+    @abstractmethod
+    async def jobs_in_state(self, state: JobState) -> list[JobRecord]: ...
+
+    @abstractmethod
+    async def count_queued(self) -> int: ...
+
+    @abstractmethod
+    async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
+        """A job's events with ``seq > after_seq``, in order."""
+
+    @abstractmethod
+    async def all_events(self, after_id: int, limit: int) -> list[Event]:
+        """Every job's events with global ``id > after_id``, in order."""
+
+    @abstractmethod
+    async def last_event_id(self) -> int:
+        """The newest global event id (0 when there is none)."""
+
+    @abstractmethod
+    async def delete_job(self, job_id: str) -> bool:
+        """Remove a terminal job and its events; False if it is not terminal or not there."""
+
+    @abstractmethod
+    async def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` terminal jobs that finished before ``cutoff``."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""

@@ -1,0 +1,157 @@
+"""Every SQL statement of the SQLite store, in one place. Values are always bound
+parameters; lists travel as JSON arrays and are unpacked with ``json_each``."""
+
+from __future__ import annotations
+
+from sse_jobs.states import EventName
+
+# Schema versions, applied in order; PRAGMA user_version records the last one applied.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id               TEXT PRIMARY KEY,
+        type             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        params           TEXT NOT NULL,
+        priority         INTEGER NOT NULL,
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        timeout          REAL NOT NULL,
+        progress         REAL NOT NULL DEFAULT 0,
+        message          TEXT,
+        created_at       REAL NOT NULL,
+        started_at       REAL,
+        finished_at      REAL,
+        not_before       REAL NOT NULL,
+        result           BLOB,
+        result_file      TEXT,
+        error            TEXT,
+        last_event_id    INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        idempotency_key  TEXT UNIQUE,
+        request_hash     TEXT
+    );
+    CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        event  TEXT NOT NULL,
+        data   BLOB NOT NULL,
+        UNIQUE (job_id, seq)
+    );
+    """,
+]
+
+PRAGMAS = [
+    "PRAGMA journal_mode = WAL",
+    # FULL: a commit is on disk before the 202 or the event goes out, even across power loss.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA temp_store = MEMORY",
+]
+
+JOB_COLUMNS = (
+    "id, type, state, params, priority, attempt, max_attempts, timeout, progress, message, "
+    "created_at, started_at, finished_at, not_before, result, result_file, error, "
+    "last_event_id, cancel_requested, idempotency_key, request_hash"
+)
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"  # noqa: S608 - constant columns
+SELECT_JOB_BY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"  # noqa: S608
+SELECT_STATE = "SELECT state FROM jobs WHERE id = ?"
+
+INSERT_JOB = """
+INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
+                  not_before, last_event_id, idempotency_key, request_hash)
+VALUES (:id, :type, 'queued', :params, :priority, :max_attempts, :timeout, :created_at,
+        :created_at, 1, :idempotency_key, :request_hash)
+"""
+
+QUEUE_POSITION = """
+SELECT count(*) FROM jobs
+WHERE state = 'queued' AND (priority > :priority OR (priority = :priority AND id < :id))
+"""
+
+INSERT_EVENT = "INSERT INTO events (id, job_id, seq, event, data) VALUES (?, ?, ?, ?, ?)"
+
+NEXT_EVENT_ID = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
+
+_GUARD = "WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))"
+
+# One statement per state-changing event; each bumps last_event_id, which becomes the
+# new event's seq, and returns the whole updated row.
+RECORD: dict[EventName, str] = {
+    EventName.RETRYING: f"""
+        UPDATE jobs SET state = :state, not_before = :not_before, error = :error,
+                        attempt = attempt - :refund, last_event_id = last_event_id + 1
+        {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
+    EventName.COMPLETED: f"""
+        UPDATE jobs SET state = :state, finished_at = :at, result = :result,
+                        result_file = :result_file, progress = 100,
+                        last_event_id = last_event_id + 1
+        {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
+    EventName.FAILED: f"""
+        UPDATE jobs SET state = :state, finished_at = :at, error = :error,
+                        last_event_id = last_event_id + 1
+        {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
+    EventName.CANCELLED: f"""
+        UPDATE jobs SET state = :state, finished_at = :at, error = :error,
+                        last_event_id = last_event_id + 1
+        {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
+}
+
+CLAIM = f"""
+UPDATE jobs SET state = 'processing', attempt = attempt + 1,
+                started_at = coalesce(started_at, :now), progress = 0, message = NULL,
+                last_event_id = last_event_id + 1
+WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= :now
+             ORDER BY priority DESC, id LIMIT :limit)
+RETURNING {JOB_COLUMNS}
+"""  # noqa: S608 - constant columns
+
+PROGRESS = """
+UPDATE jobs SET progress = :progress, message = :message,
+                last_event_id = last_event_id + :count
+WHERE id = :id AND state = 'processing' AND attempt = :attempt
+RETURNING last_event_id
+"""
+
+REQUEST_CANCEL = f"""
+UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'processing'
+RETURNING {JOB_COLUMNS}
+"""  # noqa: S608 - constant columns
+
+NEXT_RUN_AT = "SELECT min(not_before) FROM jobs WHERE state = 'queued'"
+
+COUNT_QUEUED = "SELECT count(*) FROM jobs WHERE state = 'queued'"
+
+JOBS_IN_STATE = f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY id"  # noqa: S608
+
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE (:any_state OR state IN (SELECT value FROM json_each(:states)))
+  AND (:any_type OR type IN (SELECT value FROM json_each(:types)))
+  AND (:before IS NULL OR id < :before)
+ORDER BY id DESC LIMIT :limit
+"""  # noqa: S608 - constant columns
+
+JOB_EVENTS = """
+SELECT id, job_id, seq, event, data FROM events
+WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?
+"""
+
+ALL_EVENTS = "SELECT id, job_id, seq, event, data FROM events WHERE id > ? ORDER BY id LIMIT ?"
+
+LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
+
+DELETE_JOB = """
+DELETE FROM jobs WHERE id = ? AND state IN ('completed', 'failed', 'cancelled') RETURNING id
+"""
+
+DELETE_EVENTS = "DELETE FROM events WHERE job_id = ?"
+
+FINISHED_BEFORE = """
+SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?
+ORDER BY finished_at LIMIT ?
+"""

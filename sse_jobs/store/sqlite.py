@@ -1,0 +1,383 @@
+"""The SQLite store: one database file in WAL mode, one writer, group commit.
+
+All writes go through a single writer task. It takes every write request waiting at
+that moment and applies them in one transaction, so under load many progress events
+cost one commit (group commit), and an event's ``seq`` and global ``id`` are assigned
+without races. The listener hears a transaction's events only after it has committed.
+Reads use a second connection, which WAL lets run alongside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from sse_jobs.errors import IllegalTransition, NotFound, SseJobsError, Unavailable
+from sse_jobs.events import event_data
+from sse_jobs.records import Change, Event, JobRecord, NewJob, ProgressUpdate
+from sse_jobs.states import EventName, JobState, allowed_from
+from sse_jobs.store import queries as q
+from sse_jobs.store.base import EventListener, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_WRITES_PER_TRANSACTION = 512
+RETRY_AFTER_STORAGE_ERROR = 5
+
+# A write: runs inside the writer's transaction, returns its value and the events it stored.
+WriteOp = Callable[[aiosqlite.Connection], Awaitable[tuple[Any, list[Event]]]]
+
+
+class SQLiteStore(Store):
+    """Jobs and events in one SQLite file."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self._busy_ms = int(busy_timeout * 1000)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: deque[tuple[WriteOp, asyncio.Future[Any]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listener: EventListener = lambda events: None
+        self._next_event_id = 1
+        self._closing = False
+
+    @property
+    def write_backlog(self) -> int:
+        """Write requests waiting for the writer (for backpressure on progress)."""
+        return len(self._pending)
+
+    async def open(self, listener: EventListener) -> None:
+        self._listener = listener
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+            await self._reader.execute("PRAGMA query_only = ON")
+            self._next_event_id = 1 + await self._scalar(self._writer, q.NEXT_EVENT_ID)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
+        self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._writer_task is not None:
+            await self._writer_task
+            self._writer_task = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms:d}")
+        for pragma in q.PRAGMAS:
+            await conn.execute(pragma)
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        version = await self._scalar(conn, "PRAGMA user_version")
+        for number, script in enumerate(q.MIGRATIONS[version:], start=version + 1):
+            await conn.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, script.split(";")):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number:d}")
+            await conn.execute("COMMIT")
+            log.info("database %s migrated to schema version %d", self.path, number)
+
+    # -- the writer -------------------------------------------------------------------
+
+    async def _write(self, op: WriteOp) -> Any:
+        if self._closing:
+            raise Unavailable("the store is closing", retry_after=RETRY_AFTER_STORAGE_ERROR)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wakeup.set()
+        # Shielded: a caller that goes away (client disconnect) must not cancel a write
+        # that may already be committed; the writer settles the future either way.
+        return await asyncio.shield(future)
+
+    async def _run_writer(self) -> None:
+        while self._pending or not self._closing:
+            if not self._pending:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            count = min(len(self._pending), MAX_WRITES_PER_TRANSACTION)
+            batch = [self._pending.popleft() for _ in range(count)]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+        assert self._writer is not None
+        outcomes: list[Any] = []
+        events: list[Event] = []
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            for op, _future in batch:
+                try:
+                    value, stored = await op(self._writer)
+                except SseJobsError as refusal:  # refused before writing anything
+                    outcomes.append(refusal)
+                    continue
+                outcomes.append(value)
+                events.extend(stored)
+            await self._writer.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
+            log.error("database write failed, %d requests refused: %s", len(batch), exc)
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._next_event_id = 1 + await self._scalar(self._writer, q.NEXT_EVENT_ID)
+            error = exc if not isinstance(exc, sqlite3.Error) else Unavailable(
+                f"storage is not writable: {exc}", retry_after=RETRY_AFTER_STORAGE_ERROR)
+            outcomes = [error] * len(batch)
+            events = []
+        if events:
+            self._listener(events)
+        for (_op, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _new_event(self, job_id: str, seq: int, name: EventName, data: bytes) -> Event:
+        event = Event(self._next_event_id, job_id, seq, name, data)
+        self._next_event_id += 1
+        return event
+
+    @staticmethod
+    def _event_row(event: Event) -> tuple[Any, ...]:
+        return (event.id, event.job_id, event.seq, event.name.value, event.data)
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
+        async def op(conn: aiosqlite.Connection) -> tuple[tuple[JobRecord, bool], list[Event]]:
+            if new.idempotency_key is not None:
+                existing = await _fetch_job(conn, q.SELECT_JOB_BY_KEY, (new.idempotency_key,))
+                if existing is not None:
+                    return (existing, False), []
+            await conn.execute(q.INSERT_JOB, {
+                "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
+                "priority": new.priority, "max_attempts": new.max_attempts,
+                "timeout": new.timeout, "created_at": new.created_at,
+                "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
+            })
+            ahead = await self._scalar(conn, q.QUEUE_POSITION,
+                                       {"priority": new.priority, "id": new.id})
+            data = event_data(new.id, 1, EventName.QUEUED, JobState.QUEUED, new.created_at,
+                              {"position": ahead + 1})
+            event = self._new_event(new.id, 1, EventName.QUEUED, data)
+            await conn.execute(q.INSERT_EVENT, self._event_row(event))
+            record = await _fetch_job(conn, q.SELECT_JOB, (new.id,))
+            assert record is not None
+            return (record, True), [event]
+
+        result: tuple[JobRecord, bool] = await self._write(op)
+        return result
+
+    async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
+        async def op(conn: aiosqlite.Connection) -> tuple[tuple[JobRecord, Event], list[Event]]:
+            record = await _fetch_job(conn, q.RECORD[change.event], {
+                "id": job_id, "allowed": _json_list(allowed_from(change.event)),
+                "state": change.state.value, "at": change.at,
+                "error": None if change.error is None else orjson.dumps(change.error).decode(),
+                "result": change.result, "result_file": change.result_file,
+                "not_before": change.not_before, "refund": int(change.refund_attempt),
+            })
+            if record is None:
+                raise await _refusal(conn, job_id, change.event)
+            data = event_data(job_id, record.last_event_id, change.event, change.state,
+                              change.at, change.data)
+            event = self._new_event(job_id, record.last_event_id, change.event, data)
+            await conn.execute(q.INSERT_EVENT, self._event_row(event))
+            return (record, event), [event]
+
+        result: tuple[JobRecord, Event] = await self._write(op)
+        return result
+
+    async def record_progress(self, updates: Sequence[ProgressUpdate]) -> list[Event]:
+        async def op(conn: aiosqlite.Connection) -> tuple[list[Event], list[Event]]:
+            events: list[Event] = []
+            for (job_id, attempt), group in _grouped(updates).items():
+                last = group[-1]
+                row = await (await conn.execute(q.PROGRESS, {
+                    "id": job_id, "attempt": attempt, "progress": last.progress,
+                    "message": last.message, "count": len(group),
+                })).fetchone()
+                if row is None:
+                    continue  # the attempt has ended; its late progress is moot
+                first_seq = row[0] - len(group) + 1
+                for offset, update in enumerate(group):
+                    data = event_data(job_id, first_seq + offset, EventName.PROGRESS,
+                                      JobState.PROCESSING, update.at, {
+                                          "progress": update.progress,
+                                          "message": update.message, "eta": update.eta})
+                    events.append(self._new_event(job_id, first_seq + offset,
+                                                  EventName.PROGRESS, data))
+            await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for e in events])
+            return events, events
+
+        result: list[Event] = await self._write(op)
+        return result
+
+    async def request_cancel(self, job_id: str) -> JobRecord | None:
+        async def op(conn: aiosqlite.Connection) -> tuple[JobRecord | None, list[Event]]:
+            return await _fetch_job(conn, q.REQUEST_CANCEL, (job_id,)), []
+
+        result: JobRecord | None = await self._write(op)
+        return result
+
+    async def claim(self, now: float, limit: int) -> list[tuple[JobRecord, Event]]:
+        async def op(
+            conn: aiosqlite.Connection,
+        ) -> tuple[list[tuple[JobRecord, Event]], list[Event]]:
+            cursor = await conn.execute(q.CLAIM, {"now": now, "limit": limit})
+            records = sorted((_job(row) for row in await cursor.fetchall()),
+                             key=lambda r: (-r.priority, r.id))
+            claimed = []
+            for record in records:
+                data = event_data(record.id, record.last_event_id, EventName.PROCESSING,
+                                  JobState.PROCESSING, now, {"attempt": record.attempt})
+                event = self._new_event(record.id, record.last_event_id,
+                                        EventName.PROCESSING, data)
+                claimed.append((record, event))
+            await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for _, e in claimed])
+            return claimed, [event for _, event in claimed]
+
+        result: list[tuple[JobRecord, Event]] = await self._write(op)
+        return result
+
+    async def delete_job(self, job_id: str) -> bool:
+        async def op(conn: aiosqlite.Connection) -> tuple[bool, list[Event]]:
+            row = await (await conn.execute(q.DELETE_JOB, (job_id,))).fetchone()
+            if row is not None:
+                await conn.execute(q.DELETE_EVENTS, (job_id,))
+            return row is not None, []
+
+        result: bool = await self._write(op)
+        return result
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def _read(self, query: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        if self._reader is None:
+            raise Unavailable("the store is closed", retry_after=RETRY_AFTER_STORAGE_ERROR)
+        try:
+            return await query(self._reader)
+        except sqlite3.Error as exc:
+            log.error("database read failed: %s", exc)
+            raise Unavailable(f"storage is not readable: {exc}",
+                              retry_after=RETRY_AFTER_STORAGE_ERROR) from exc
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return await self._read(lambda conn: _fetch_job(conn, q.SELECT_JOB, (job_id,)))
+
+    async def list_jobs(
+        self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
+    ) -> list[JobRecord]:
+        params = {"any_state": not states, "states": _json_list(states),
+                  "any_type": not types, "types": _json_list(types),
+                  "before": before, "limit": limit}
+        return await self._read(lambda conn: _fetch_jobs(conn, q.LIST_JOBS, params))
+
+    async def jobs_in_state(self, state: JobState) -> list[JobRecord]:
+        return await self._read(lambda conn: _fetch_jobs(conn, q.JOBS_IN_STATE, (state.value,)))
+
+    async def next_run_at(self) -> float | None:
+        value = await self._read(lambda conn: self._scalar(conn, q.NEXT_RUN_AT))
+        return None if value is None else float(value)
+
+    async def count_queued(self) -> int:
+        result: int = await self._read(lambda conn: self._scalar(conn, q.COUNT_QUEUED))
+        return result
+
+    async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
+        return await self._read(
+            lambda conn: _fetch_events(conn, q.JOB_EVENTS, (job_id, after_seq, limit)))
+
+    async def all_events(self, after_id: int, limit: int) -> list[Event]:
+        return await self._read(lambda conn: _fetch_events(conn, q.ALL_EVENTS, (after_id, limit)))
+
+    async def last_event_id(self) -> int:
+        result: int = await self._read(lambda conn: self._scalar(conn, q.LAST_EVENT_ID))
+        return result
+
+    async def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        async def query(conn: aiosqlite.Connection) -> list[str]:
+            cursor = await conn.execute(q.FINISHED_BEFORE, (cutoff, limit))
+            return [row[0] for row in await cursor.fetchall()]
+
+        return await self._read(query)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: self._scalar(conn, "SELECT 1"))
+
+    @staticmethod
+    async def _scalar(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> Any:
+        row = await (await conn.execute(sql, params)).fetchone()
+        return None if row is None else row[0]
+
+
+def _json_list(values: Iterable[str]) -> str:
+    return orjson.dumps([str(value) for value in values]).decode()
+
+
+def _grouped(updates: Sequence[ProgressUpdate]) -> dict[tuple[str, int], list[ProgressUpdate]]:
+    groups: dict[tuple[str, int], list[ProgressUpdate]] = {}
+    for update in updates:
+        groups.setdefault((update.job_id, update.attempt), []).append(update)
+    return groups
+
+
+async def _refusal(conn: aiosqlite.Connection, job_id: str, event: EventName) -> SseJobsError:
+    row = await (await conn.execute(q.SELECT_STATE, (job_id,))).fetchone()
+    if row is None:
+        return NotFound(f"job {job_id} does not exist")
+    return IllegalTransition(f"job {job_id} is {row[0]}; it cannot become {event.value}")
+
+
+async def _fetch_job(conn: aiosqlite.Connection, sql: str, params: Any) -> JobRecord | None:
+    row = await (await conn.execute(sql, params)).fetchone()
+    return None if row is None else _job(row)
+
+
+async def _fetch_jobs(conn: aiosqlite.Connection, sql: str, params: Any) -> list[JobRecord]:
+    return [_job(row) for row in await (await conn.execute(sql, params)).fetchall()]
+
+
+async def _fetch_events(conn: aiosqlite.Connection, sql: str, params: Any) -> list[Event]:
+    rows = await (await conn.execute(sql, params)).fetchall()
+    return [Event(row[0], row[1], row[2], EventName(row[3]), row[4]) for row in rows]
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"], type=row["type"], state=JobState(row["state"]),
+        params=orjson.loads(row["params"]), priority=row["priority"], attempt=row["attempt"],
+        max_attempts=row["max_attempts"], timeout=row["timeout"], progress=row["progress"],
+        message=row["message"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], not_before=row["not_before"], result=row["result"],
+        result_file=row["result_file"],
+        error=None if row["error"] is None else orjson.loads(row["error"]),
+        last_event_id=row["last_event_id"], cancel_requested=bool(row["cancel_requested"]),
+        idempotency_key=row["idempotency_key"], request_hash=row["request_hash"],
+    )

@@ -1,0 +1,135 @@
+"""The SSE endpoints: replay what the client missed from storage, then stream live.
+
+Race-free resume: the handler subscribes to live events *before* it reads storage, so an
+event committed while it replays is either in the replay or in the subscription buffer
+(or both — then its id is not above the last one sent and it is skipped). Nothing falls
+between the two, and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from sse_jobs.broker import Broker, Subscription, SubscriptionClosed
+from sse_jobs.config import Settings
+from sse_jobs.errors import Unavailable
+from sse_jobs.eventstream import encode_event, encode_retry
+from sse_jobs.records import Event
+
+REPLAY_PAGE = 2000
+RESUME_QUERY = "last_event_id"
+
+EventKey = Callable[[Event], int]
+ReadAfter = Callable[[int], Awaitable[list[Event]]]
+
+
+def requested_resume(request: web.Request) -> int | None:
+    """The client's last event id: the ``Last-Event-ID`` header, else ``?last_event_id``.
+
+    None when absent; 0 (replay everything) when it is not a non-negative number.
+    """
+    raw = request.headers.get("Last-Event-ID", request.query.get(RESUME_QUERY))
+    if raw is None:
+        return None
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
+
+
+async def stream(
+    request: web.Request,
+    settings: Settings,
+    broker: Broker,
+    *,
+    job_id: str | None,
+    after: int,
+    read_after: ReadAfter,
+    key: EventKey,
+) -> EventSourceResponse:
+    """Serve one event stream: replay events with key above ``after``, then live ones.
+
+    A job stream (``job_id`` set) ends after its terminal event; the global one runs
+    until the client leaves, falls behind, or the server shuts down.
+    """
+    subscription = broker.subscribe(job_id)
+    response = EventSourceResponse(ping_interval=settings.heartbeat,
+                                   send_timeout=settings.send_timeout, sep="\n")
+    response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    try:
+        await response.prepare(request)
+        subscription.on_drop = lambda: _abort(request)
+        await _send(request, response, encode_retry(settings.retry_ms), settings.send_timeout)
+        last, ended = await _replay(request, response, settings, read_after, key, after,
+                                    job_stream=job_id is not None)
+        if not ended:
+            await _live(request, response, settings, subscription, key, last,
+                        job_stream=job_id is not None)
+    except SubscriptionClosed:
+        pass  # shutdown or a dropped slow reader: end the response; the client resumes
+    except (ConnectionResetError, TimeoutError):
+        _abort(request)
+    finally:
+        broker.unsubscribe(subscription)
+        if response.prepared:
+            response.stop_streaming()
+            with contextlib.suppress(Exception):
+                await response.wait()
+    return response
+
+
+async def _replay(
+    request: web.Request, response: web.StreamResponse, settings: Settings,
+    read_after: ReadAfter, key: EventKey, after: int, *, job_stream: bool,
+) -> tuple[int, bool]:
+    """Send stored events after ``after`` page by page; (last key sent, stream ended)."""
+    while True:
+        page = await read_after(after)
+        if not page:
+            return after, False
+        await _send(request, response, _encode(page, key), settings.send_timeout)
+        after = key(page[-1])
+        if job_stream and page[-1].terminal:
+            return after, True
+        if len(page) < REPLAY_PAGE:
+            return after, False
+
+
+async def _live(
+    request: web.Request, response: web.StreamResponse, settings: Settings,
+    subscription: Subscription, key: EventKey, last: int, *, job_stream: bool,
+) -> None:
+    while True:
+        batch = [event for event in await subscription.next_batch() if key(event) > last]
+        if not batch:
+            continue
+        await _send(request, response, _encode(batch, key), settings.send_timeout)
+        last = key(batch[-1])
+        if job_stream and batch[-1].terminal:
+            return
+
+
+def _encode(events: list[Event], key: EventKey) -> bytes:
+    return b"".join(encode_event(event.data.decode(), id=key(event), event=event.name.value)
+                    for event in events)
+
+
+async def _send(
+    request: web.Request, response: web.StreamResponse, payload: bytes, limit: float
+) -> None:
+    """Write, but never wait longer than ``limit`` seconds on a peer that stopped reading."""
+    async with asyncio.timeout(limit):
+        await response.write(payload)
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def refuse_if_stopping(accepting: bool) -> None:
+    if not accepting:
+        raise Unavailable("the server is shutting down; reconnect shortly", retry_after=5)

@@ -1,0 +1,304 @@
+"""The HTTP API: thin handlers over the engine, errors as problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from sse_jobs import streams
+from sse_jobs.broker import Broker
+from sse_jobs.config import Settings
+from sse_jobs.engine import Engine
+from sse_jobs.errors import (
+    BadRequest,
+    Conflict,
+    SseJobsError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from sse_jobs.ids import is_job_id
+from sse_jobs.models import API, CreateJob, job_resource
+from sse_jobs.pool import WorkerPool
+from sse_jobs.registry import REGISTRY, Registry
+from sse_jobs.states import JobState
+from sse_jobs.store import SQLiteStore, Store
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
+BROKER = web.AppKey("broker", Broker)
+STORE = web.AppKey("store", Store)
+
+PROBLEM_TYPE = "application/problem+json"
+DEFAULT_PAGE, MAX_PAGE = 50, 500
+RETRY_AFTER_QUEUED, RETRY_AFTER_PROCESSING = 2, 1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Application:
+    """The aiohttp application; storage, pool and engine live in its cleanup context."""
+    app = web.Application(client_max_size=settings.max_body,
+                          middlewares=[problem_middleware, security_headers])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_lifecycle(settings, registry))
+    api = [
+        web.post(f"{API}/jobs", create_job),
+        web.get(f"{API}/jobs", list_jobs, allow_head=False),
+        web.get(f"{API}/jobs/{{id}}", get_job, allow_head=False),
+        web.delete(f"{API}/jobs/{{id}}", delete_job),
+        web.post(f"{API}/jobs/{{id}}/cancel", cancel_job),
+        web.get(f"{API}/jobs/{{id}}/result", get_result, allow_head=False),
+        web.get(f"{API}/jobs/{{id}}/events", job_events, allow_head=False),
+        web.get(f"{API}/events", all_events, allow_head=False),
+        web.get(f"{API}/job-types", job_types, allow_head=False),
+        web.get("/healthz", healthz, allow_head=False),
+    ]
+    app.add_routes(api)
+    return app
+
+
+def _lifecycle(
+    settings: Settings, registry: Registry
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        broker = Broker(settings.subscriber_queue)
+        store = SQLiteStore(settings.db)
+        await store.open(broker.publish)
+        engine = Engine(settings, store, WorkerPool(settings.workers, debug=settings.debug),
+                        registry)
+        try:
+            await engine.start()
+        except BaseException:
+            await store.close()
+            raise
+        app[BROKER], app[STORE], app[ENGINE] = broker, store, engine
+        yield
+        broker.close_all()
+        await engine.stop()
+        await store.close()
+
+    return lifecycle
+
+
+# -- middleware -------------------------------------------------------------------------
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``application/problem+json``; bad input never becomes a 500."""
+    try:
+        return await handler(request)
+    except SseJobsError as exc:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, ValidationFailed):
+            extra["errors"] = exc.errors
+        return problem(exc.status, exc.title, exc.detail, _slug(type(exc).__name__),
+                       retry_after=exc.retry_after, **extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem(exc.status, exc.reason, _http_detail(exc, request),
+                           "about:blank")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "an unexpected error occurred; "
+                       "it has been logged", "about:blank")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def problem(status: int, title: str, detail: str, kind: str, *,
+            retry_after: int | None = None, **extra: Any) -> web.Response:
+    """An RFC 9457 problem response."""
+    body = {"type": kind if ":" in kind else f"urn:sse-jobs:problem:{kind}", "title": title,
+            "status": status, "detail": detail, **extra}
+    response = web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM_TYPE)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no such resource: {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return f"the request body is larger than {request.app[SETTINGS].max_body} bytes"
+    return exc.text or exc.reason
+
+
+def _slug(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body),
+                        content_type="application/json", headers=headers)
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+async def create_job(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    try:
+        payload = CreateJob.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed("the request body is not a valid job submission", [
+            {"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
+            for err in exc.errors()]) from None
+    engine = request.app[ENGINE]
+    record, created = await engine.submit(payload, request.headers.get("Idempotency-Key"))
+    resource = job_resource(record)
+    return json_response(resource, 202 if created else 200,
+                         {"Location": resource["links"]["self"]})
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {request.content_type or 'nothing'}")
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def get_job(request: web.Request) -> web.Response:
+    record = await request.app[ENGINE].get(request.match_info["id"])
+    headers = {}
+    if not record.state.terminal:
+        wait = RETRY_AFTER_QUEUED if record.state is JobState.QUEUED else RETRY_AFTER_PROCESSING
+        headers["Retry-After"] = str(wait)
+    return json_response(job_resource(record), headers=headers)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    query = request.query
+    states = _csv(query.getall("state", []))
+    unknown = [s for s in states if s not in JobState.__members__.values()]
+    if unknown:
+        raise BadRequest(f"unknown state {unknown[0]!r}; use one of "
+                         + ", ".join(s.value for s in JobState))
+    limit = _int_param(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    cursor = query.get("cursor") or None
+    if cursor is not None and not is_job_id(cursor):
+        raise BadRequest("cursor is not one this server handed out")
+    records = await request.app[STORE].list_jobs(
+        states=[JobState(s) for s in states], types=_csv(query.getall("type", [])),
+        before=cursor, limit=limit + 1)
+    page = records[:limit]
+    next_cursor = page[-1].id if len(records) > limit else None
+    return json_response({"jobs": [job_resource(r) for r in page], "next": next_cursor})
+
+
+def _csv(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    record, done = await request.app[ENGINE].cancel(request.match_info["id"])
+    return json_response(job_resource(record), 200 if done else 202)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    await request.app[ENGINE].delete(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def get_result(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    record = await engine.get(request.match_info["id"])
+    if record.state is not JobState.COMPLETED:
+        raise Conflict(f"job {record.id} is {record.state.value}; "
+                       "its result exists once it is completed")
+    if record.result_file is not None:
+        path = engine.result_path(record)
+        if path is None:
+            raise Conflict(f"the result file of job {record.id} is no longer there")
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return web.FileResponse(path, headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{path.name}"'})
+    return web.Response(body=record.result or b"null", content_type="application/json")
+
+
+async def job_types(request: web.Request) -> web.Response:
+    return json_response({"job_types": [
+        {"name": t.name, "description": t.description, "params_schema": t.params_schema(),
+         "defaults": {"timeout": t.timeout, "max_attempts": t.max_attempts}}
+        for t in request.app[ENGINE].registry]})
+
+
+# -- streams ----------------------------------------------------------------------------
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    engine, store = request.app[ENGINE], request.app[STORE]
+    streams.refuse_if_stopping(engine.accepting)
+    record = await engine.get(request.match_info["id"])
+    resume = streams.requested_resume(request)
+    after = resume if resume is not None and resume <= record.last_event_id else 0
+    if record.state.terminal and resume is not None and after >= record.last_event_id:
+        return web.Response(status=204)  # EventSource stops reconnecting on 204
+    return await streams.stream(
+        request, request.app[SETTINGS], request.app[BROKER], job_id=record.id, after=after,
+        read_after=lambda seq: store.job_events(record.id, seq, streams.REPLAY_PAGE),
+        key=lambda event: event.seq)
+
+
+async def all_events(request: web.Request) -> web.StreamResponse:
+    engine, store = request.app[ENGINE], request.app[STORE]
+    streams.refuse_if_stopping(engine.accepting)
+    newest = await store.last_event_id()
+    resume = streams.requested_resume(request)
+    after = newest if resume is None else (resume if resume <= newest else 0)
+    return await streams.stream(
+        request, request.app[SETTINGS], request.app[BROKER], job_id=None, after=after,
+        read_after=lambda event_id: store.all_events(event_id, streams.REPLAY_PAGE),
+        key=lambda event: event.id)
+
+
+# -- health -----------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    checks = {"database": "ok", "pool": "ok" if engine.pool.alive else "down",
+              "dispatcher": "ok" if engine.dispatcher_running else "down"}
+    try:
+        await request.app[STORE].ping()
+    except SseJobsError as exc:
+        checks["database"] = exc.detail
+    healthy = all(value == "ok" for value in checks.values())
+    return json_response({"status": "ok" if healthy else "unavailable", **checks},
+                         200 if healthy else 503)
