@@ -85,6 +85,7 @@ class Engine:
         self._cancel_on_start: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.accepting = False
+        self._stopping: asyncio.Future[None] | None = None
 
     @property
     def dispatcher_running(self) -> bool:
@@ -105,7 +106,12 @@ class Engine:
 
     async def stop(self) -> None:
         """Graceful shutdown: refuse new jobs, give running ones the grace period, then
-        kill and requeue the rest, and write everything still pending."""
+        kill and requeue the rest, and write everything still pending. Idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         self.accepting = False
         self._dispatch_wakeup.set()
         await self._loops[0]
@@ -334,7 +340,8 @@ class Engine:
         # Progress of this attempt is written before its outcome, so streams see it first.
         await self._write_progress()
         job, now = run.job, time.time()
-        if run.requeue:
+        if run.requeue or (not self.accepting and outcome.kind in {"crashed", "killed"}):
+            # Killed by our shutdown, or by a signal sent to the whole process group.
             await self._requeue(job, now)
         elif outcome.kind == "ok":
             await self._complete(job, outcome, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import struct
 import traceback
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ _cancel_flags: Any = None
 def init_worker(channel: Connection, cancel_flags: Any) -> None:
     """Pool initializer: remember the progress pipe and the cancel flags of this process."""
     global _channel_fd, _cancel_flags  # noqa: PLW0603 - per-process state set once at start
+    # Ctrl-C reaches the whole foreground process group; the server, not the job, decides
+    # what happens to a running attempt on shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _channel_fd = channel.fileno()
     _cancel_flags = cancel_flags
 

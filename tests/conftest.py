@@ -1,0 +1,167 @@
+"""Fixtures: real servers (in-process or as a subprocess) on 127.0.0.1, a real SQLite file
+in a temporary directory, a real process pool."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sse_jobs.config import Settings
+from sse_jobs.registry import import_job_modules
+from sse_jobs.server import drain
+from sse_jobs.web import create_app
+
+TESTS = Path(__file__).parent
+import_job_modules(("testjobs",))
+
+
+@dataclass
+class Server:
+    """An in-process server: its URL, its app (for white-box checks) and a way to stop it."""
+
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+    settings: Settings
+
+    def api(self, path: str = "") -> str:
+        return f"{self.url}/api/v1{path}"
+
+    async def stop(self) -> None:
+        """Graceful shutdown, as on SIGTERM."""
+        if self.runner.server is not None:
+            await drain(self.app)
+            await self.runner.cleanup()
+
+
+MakeServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
+    servers: list[Server] = []
+
+    async def make(**overrides: Any) -> Server:
+        settings = dataclasses.replace(
+            Settings(db=tmp_path / "jobs.db", workers=2, port=0, heartbeat=15.0,
+                     cancel_grace=1.0, retry_base=0.05, retry_max=0.2, shutdown_grace=2.0),
+            **overrides)
+        runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = Server(f"http://127.0.0.1:{runner.addresses[0][1]}", runner.app, runner,
+                        settings)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in reversed(servers):
+        await server.stop()
+
+
+@pytest.fixture
+async def server(make_server: MakeServer) -> Server:
+    return await make_server()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+Submit = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def submit(http: aiohttp.ClientSession) -> Submit:
+    """POST a job to ``server`` and return its resource, asserting the 202."""
+
+    async def submit_job(server: Server, type_: str, params: dict[str, Any] | None = None,
+                         **fields: Any) -> dict[str, Any]:
+        body = {"type": type_, "params": params or {}, **fields}
+        async with http.post(server.api("/jobs"), json=body) as response:
+            assert response.status == 202, await response.text()
+            job: dict[str, Any] = await response.json()
+            assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+            return job
+
+    return submit_job
+
+
+# -- servers as subprocesses, for signals and crashes ------------------------------------
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    url: str
+
+    def api(self, path: str = "") -> str:
+        return f"{self.url}/api/v1{path}"
+
+
+SpawnServer = Callable[..., Process]
+
+
+@pytest.fixture
+def spawn_server(tmp_path: Path) -> Iterator[SpawnServer]:
+    processes: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str, db: Path | None = None, env: dict[str, str] | None = None) -> Process:
+        command = [sys.executable, "-m", "sse_jobs", "serve", "--port", "0",
+                   "--db", str(db or tmp_path / "jobs.db"), "--jobs", "testjobs",
+                   "--workers", "2", *args]
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+        log = (tmp_path / f"server-{len(processes)}.log").open("w")
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                                env=environment)
+        log.close()
+        processes.append(proc)
+        line = _first_line(proc, timeout=30)
+        assert line.startswith("sse-jobs listening on http://127.0.0.1:"), line
+        return Process(proc, line.split()[-1])
+
+    yield spawn
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The server's announcement line, waiting at most ``timeout`` seconds."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            proc.kill()
+            raise AssertionError(f"server did not announce itself within {timeout}s")
+    return proc.stdout.readline().strip()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0,
+                   interval: float = 0.02) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout``. For state that has no event."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(interval)
