@@ -17,7 +17,6 @@ from aiohttp_sse import EventSourceResponse
 
 from sse_jobs.broker import Broker, Subscription, SubscriptionClosed
 from sse_jobs.config import Settings
-from sse_jobs.errors import Unavailable
 from sse_jobs.eventstream import encode_event, encode_retry
 from sse_jobs.records import Event
 
@@ -130,6 +129,9 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-def refuse_if_stopping(accepting: bool) -> None:
-    if not accepting:
-        raise Unavailable("the server is shutting down; reconnect shortly", retry_after=5)
+def come_back_later(settings: Settings) -> web.Response:
+    """The answer to a stream request while shutting down: an empty stream with only a
+    ``retry:`` field. EventSource treats a 503 as fatal and stops reconnecting, but it
+    retries after an empty 200, so browsers find the server again once it is back."""
+    return web.Response(body=encode_retry(settings.retry_ms), headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})

@@ -264,7 +264,8 @@ async def job_types(request: web.Request) -> web.Response:
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     engine, store = request.app[ENGINE], request.app[STORE]
-    streams.refuse_if_stopping(engine.accepting)
+    if not engine.accepting:
+        return streams.come_back_later(request.app[SETTINGS])
     record = await engine.get(request.match_info["id"])
     resume = streams.requested_resume(request)
     after = resume if resume is not None and resume <= record.last_event_id else 0
@@ -278,7 +279,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 async def all_events(request: web.Request) -> web.StreamResponse:
     engine, store = request.app[ENGINE], request.app[STORE]
-    streams.refuse_if_stopping(engine.accepting)
+    if not engine.accepting:
+        return streams.come_back_later(request.app[SETTINGS])
     newest = await store.last_event_id()
     resume = streams.requested_resume(request)
     after = newest if resume is None else (resume if resume <= newest else 0)

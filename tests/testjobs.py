@@ -93,3 +93,19 @@ class FileParams(BaseModel):
 def write_file(ctx: JobContext, params: FileParams) -> dict[str, str]:
     ctx.result_path(params.name).write_text(params.content)
     return {"name": params.name}
+
+
+class NapParams(BaseModel):
+    seconds: float = 30.0
+
+
+@job("nap", params=NapParams, max_attempts=2,
+     description="First attempt reports its worker pid and sleeps; later ones return at once")
+def nap(ctx: JobContext, params: NapParams) -> dict[str, int]:
+    if ctx.attempt == 1:
+        ctx.progress(1, f"pid {os.getpid()}")
+        deadline = time.monotonic() + params.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            ctx.progress(1, f"pid {os.getpid()}")
+    return {"attempt": ctx.attempt}

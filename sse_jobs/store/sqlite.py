@@ -219,10 +219,10 @@ class SQLiteStore(Store):
             events: list[Event] = []
             for (job_id, attempt), group in _grouped(updates).items():
                 last = group[-1]
-                row = await (await conn.execute(q.PROGRESS, {
+                row = await _first_row(conn, q.PROGRESS, {
                     "id": job_id, "attempt": attempt, "progress": last.progress,
                     "message": last.message, "count": len(group),
-                })).fetchone()
+                })
                 if row is None:
                     continue  # the attempt has ended; its late progress is moot
                 first_seq = row[0] - len(group) + 1
@@ -268,7 +268,7 @@ class SQLiteStore(Store):
 
     async def delete_job(self, job_id: str) -> bool:
         async def op(conn: aiosqlite.Connection) -> tuple[bool, list[Event]]:
-            row = await (await conn.execute(q.DELETE_JOB, (job_id,))).fetchone()
+            row = await _first_row(conn, q.DELETE_JOB, (job_id,))
             if row is not None:
                 await conn.execute(q.DELETE_EVENTS, (job_id,))
             return row is not None, []
@@ -333,7 +333,7 @@ class SQLiteStore(Store):
 
     @staticmethod
     async def _scalar(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> Any:
-        row = await (await conn.execute(sql, params)).fetchone()
+        row = await _first_row(conn, sql, params)
         return None if row is None else row[0]
 
 
@@ -349,14 +349,22 @@ def _grouped(updates: Sequence[ProgressUpdate]) -> dict[tuple[str, int], list[Pr
 
 
 async def _refusal(conn: aiosqlite.Connection, job_id: str, event: EventName) -> SseJobsError:
-    row = await (await conn.execute(q.SELECT_STATE, (job_id,))).fetchone()
+    row = await _first_row(conn, q.SELECT_STATE, (job_id,))
     if row is None:
         return NotFound(f"job {job_id} does not exist")
     return IllegalTransition(f"job {job_id} is {row[0]}; it cannot become {event.value}")
 
 
+async def _first_row(conn: aiosqlite.Connection, sql: str, params: Any) -> sqlite3.Row | None:
+    # Closing the cursor ends the statement; an unfinished SELECT would keep its read
+    # transaction open, and with it an old WAL snapshot for every later read.
+    async with conn.execute(sql, params) as cursor:
+        row: sqlite3.Row | None = await cursor.fetchone()
+        return row
+
+
 async def _fetch_job(conn: aiosqlite.Connection, sql: str, params: Any) -> JobRecord | None:
-    row = await (await conn.execute(sql, params)).fetchone()
+    row = await _first_row(conn, sql, params)
     return None if row is None else _job(row)
 
 
