@@ -86,6 +86,12 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _log_level(text: str) -> str:
+    if text.lower() not in {"debug", "info", "warning", "error"}:
+        raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
+    return text.lower()
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -105,7 +111,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "jobs": (str, "import MODULE to register its job types (repeatable)"),
     "insecure": (None, "allow a non-loopback host without API tokens"),
     "debug": (None, "include tracebacks in job errors"),
-    "log-level": (str, "debug, info, warning or error"),
+    "log-level": (_log_level, "debug, info, warning or error"),
     "heartbeat": (parse_duration, "seconds between ': ping' comments on idle streams"),
     "send-timeout": (parse_duration, "drop a stream whose write stalls this long"),
     "retry-ms": (_positive_int, "the 'retry:' reconnection delay sent to SSE clients"),

@@ -401,7 +401,7 @@ class Engine:
                 await self.sweep()
             except Unavailable as exc:
                 log.warning("retention sweep skipped: %s", exc.detail)
-            await asyncio.sleep(min(RETENTION_INTERVAL, self.settings.retention))
+            await asyncio.sleep(min(RETENTION_INTERVAL, max(1.0, self.settings.retention)))
 
     async def sweep(self) -> int:
         """Remove finished jobs older than the retention period, a small batch at a time."""

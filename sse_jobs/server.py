@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from sse_jobs.config import Settings
+from sse_jobs.errors import SseJobsError
 from sse_jobs.registry import import_job_modules
 from sse_jobs.web import BROKER, ENGINE, create_app
 
@@ -33,8 +34,16 @@ def run(settings: Settings) -> int:
     # processes inherit this path.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    import_job_modules(settings.jobs)
-    asyncio.run(serve(settings))
+    try:
+        import_job_modules(settings.jobs)
+    except ImportError as exc:
+        print(f"sse-jobs: cannot import a --jobs module: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except SseJobsError as exc:
+        print(f"sse-jobs: {exc.detail}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -52,6 +54,7 @@ class SQLiteStore(Store):
         self._listener: EventListener = lambda events: None
         self._next_event_id = 1
         self._closing = False
+        self._lock_fd: int | None = None
 
     @property
     def write_backlog(self) -> int:
@@ -61,6 +64,7 @@ class SQLiteStore(Store):
     async def open(self, listener: EventListener) -> None:
         self._listener = listener
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_database()
         try:
             self._writer = await self._connect()
             await self._migrate(self._writer)
@@ -72,6 +76,18 @@ class SQLiteStore(Store):
             raise Unavailable(f"cannot open database {self.path}: {exc}") from exc
         self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
 
+    def _lock_database(self) -> None:
+        """Hold an exclusive lock beside the database for as long as the store is open: the
+        single-writer design (event ids assigned in memory) allows one server per file.
+        The kernel drops the lock when the process dies, even on kill -9."""
+        fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Unavailable(f"another sse-jobs server is using {self.path}") from None
+        self._lock_fd = fd
+
     async def close(self) -> None:
         self._closing = True
         self._wakeup.set()
@@ -82,6 +98,9 @@ class SQLiteStore(Store):
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)

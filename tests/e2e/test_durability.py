@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from conftest import SpawnServer
 
-from conftest import Process, SpawnServer
 from sse_jobs.eventstream import EventStreamParser
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -50,7 +50,7 @@ class Follower:
                                                 orjson.loads(event.data)))
                     if self.events and self.events[-1][1] in TERMINAL:
                         return
-            except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 pass
             await asyncio.sleep(0.1)  # the server is down: try again shortly (bounded loop)
         raise AssertionError(f"job {self.job_id} not terminal before the deadline")
@@ -171,7 +171,8 @@ async def test_killed_worker_is_retried_and_the_pool_replaces_it(
                     else:
                         continue
                     break
-        assert pid is not None and pid != server.proc.pid
+        assert pid is not None
+        assert pid != server.proc.pid
         async with session.get(f"{server.url}/api/v1/jobs/{job_id}/events",
                                headers={"Last-Event-ID": "0"}) as response:
             events = EventStreamParser().feed(await response.read())

@@ -1,0 +1,422 @@
+"""Running jobs in the pool: cancel (killed or cooperative), timeouts, crashed workers,
+retries with backoff, priorities, progress coalescing and ETA, and the global stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from conftest import MakeServer, Server, Submit, wait_for
+from sse_client import StreamRead, read_stream
+from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
+from sse_jobs.web import BROKER
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def parse_time(text: str) -> float:
+    assert text.endswith("Z"), text
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+async def run_to_end(http: aiohttp.ClientSession, server: Server, job_id: str,
+                     timeout: float = 20.0) -> StreamRead:
+    """The job's whole stream, from its first event to its terminal one."""
+    read = await read_stream(http, server.api(f"/jobs/{job_id}/events"), timeout=timeout)
+    assert read.status == 200
+    assert read.names[-1] in TERMINAL, read.names
+    assert read.ids == list(range(1, len(read.ids) + 1))
+    return read
+
+
+async def get_job(http: aiohttp.ClientSession, server: Server, job_id: str) -> dict[str, Any]:
+    async with http.get(server.api(f"/jobs/{job_id}")) as response:
+        assert response.status == 200
+        job: dict[str, Any] = await response.json()
+        return job
+
+
+async def wait_processing(http: aiohttp.ClientSession, server: Server, job_id: str) -> None:
+    """Return once the job's stream has shown ``processing``."""
+    url = server.api(f"/jobs/{job_id}/events")
+    read = await read_stream(http, url, max_events=2, until_terminal=False, timeout=15)
+    assert read.names[:2] == ["queued", "processing"], read.names
+
+
+async def cancel(http: aiohttp.ClientSession, server: Server, job_id: str) -> dict[str, Any]:
+    async with http.post(server.api(f"/jobs/{job_id}/cancel")) as response:
+        assert response.status == 202, await response.text()
+        body: dict[str, Any] = await response.json()
+    assert body["id"] == job_id
+    assert body["state"] == "processing"
+    assert body["links"]["self"] == f"/api/v1/jobs/{job_id}"
+    return body
+
+
+async def assert_pool_serves(http: aiohttp.ClientSession, server: Server, submit: Submit,
+                             value: Any = "still here") -> None:
+    job = await submit(server, "echo", {"value": value})
+    read = await run_to_end(http, server, job["id"])
+    assert read.names == ["queued", "processing", "completed"]
+    assert read.data()[-1]["result"] == value
+
+
+def assert_cancelled(read: StreamRead) -> None:
+    assert read.names[-1] == "cancelled"
+    last = read.data()[-1]
+    assert last["state"] == "cancelled"
+    assert last["error"]["type"] == "cancelled"
+    assert "progress" not in read.names[read.names.index("cancelled") + 1:]
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+async def test_cancel_kills_a_job_that_ignores_it_and_the_pool_keeps_serving(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(cancel_grace=0.5)
+    job = await submit(server, "spin", {"seconds": 60})
+    await wait_processing(http, server, job["id"])
+
+    started = time.monotonic()
+    await cancel(http, server, job["id"])
+    read = await run_to_end(http, server, job["id"], timeout=10)
+    elapsed = time.monotonic() - started
+
+    assert read.names == ["queued", "processing", "cancelled"]
+    assert_cancelled(read)
+    assert 0.4 <= elapsed < 10, elapsed  # killed after the grace, not at once, not never
+    final = await get_job(http, server, job["id"])
+    assert final["state"] == "cancelled"
+    assert final["error"]["type"] == "cancelled"
+    assert final["finished_at"] is not None
+    await assert_pool_serves(http, server, submit)
+
+
+async def test_cooperative_cancel_stops_well_before_the_kill_grace(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(cancel_grace=30)
+    job = await submit(server, "polite", {"seconds": 60})
+    await wait_processing(http, server, job["id"])
+
+    started = time.monotonic()
+    await cancel(http, server, job["id"])
+    read = await run_to_end(http, server, job["id"], timeout=10)
+    assert time.monotonic() - started < 5
+
+    assert read.names[:2] == ["queued", "processing"]
+    assert set(read.names[2:-1]) <= {"progress"}
+    assert_cancelled(read)
+    async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as response:
+        assert response.status == 200  # already cancelled
+        assert (await response.json())["state"] == "cancelled"
+    await assert_pool_serves(http, server, submit)
+
+
+# -- timeout and crashes -------------------------------------------------------------------
+
+
+async def test_timeout_fails_the_attempt_and_the_next_job_runs(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "spin", {"seconds": 60}, timeout=0.5)
+    assert job["timeout"] == 0.5
+    started = time.monotonic()
+    read = await run_to_end(http, server, job["id"], timeout=15)
+    assert time.monotonic() - started < 10
+
+    assert read.names == ["queued", "processing", "failed"]
+    failed = read.data()[-1]
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "timeout"
+    assert "traceback" not in failed["error"]
+    final = await get_job(http, server, job["id"])
+    assert final["state"] == "failed"
+    assert final["error"]["type"] == "timeout"
+    await assert_pool_serves(http, server, submit)
+
+
+async def test_worker_killed_mid_job_is_retried_as_crashed(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "crash", {"times": 1})
+    assert job["max_attempts"] == 2
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "completed"]
+    retrying = read.data()[2]
+    assert retrying["attempt"] == 2
+    assert retrying["error"]["type"] == "crashed"
+    assert parse_time(retrying["retry_at"]) >= parse_time(retrying["at"])
+    assert read.data()[3]["attempt"] == 2
+    assert read.data()[-1]["result"] == "survived"
+    final = await get_job(http, server, job["id"])
+    assert final["attempt"] == 2
+    assert final["state"] == "completed"
+    await assert_pool_serves(http, server, submit)
+
+
+async def test_worker_that_always_crashes_fails_after_max_attempts(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "crash", {"times": 5})
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "failed"]
+    failed = read.data()[-1]
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "crashed"
+    final = await get_job(http, server, job["id"])
+    assert final["state"] == "failed"
+    assert final["attempt"] == final["max_attempts"] == 2
+    assert final["error"]["type"] == "crashed"
+    await assert_pool_serves(http, server, submit)
+    await assert_pool_serves(http, server, submit, value=[1, 2])
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+async def test_exception_is_retried_with_bounded_backoff(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    assert server.settings.retry_base == 0.05
+    retry_max = server.settings.retry_max
+    job = await submit(server, "flaky", {"failures": 2})
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "retrying",
+                          "processing", "completed"]
+    data = read.data()
+    assert [d["state"] for d in data] == ["queued", "processing", "queued", "processing",
+                                          "queued", "processing", "completed"]
+    for index, attempt in ((2, 2), (4, 3)):
+        retrying = data[index]
+        assert retrying["attempt"] == attempt
+        error = retrying["error"]
+        assert error["type"] == "exception"
+        assert error["exception"] == "ValueError"
+        assert error["message"] == f"attempt {attempt - 1} fails on purpose"
+        assert "traceback" not in error
+        at, retry_at = parse_time(retrying["at"]), parse_time(retrying["retry_at"])
+        assert at <= retry_at <= at + retry_max + 0.001, (at, retry_at)
+        # the next attempt does not start before its retry time
+        assert parse_time(data[index + 1]["at"]) >= retry_at - 0.001
+        assert data[index + 1]["attempt"] == attempt
+    assert data[-1]["result"] == {"attempt": 3}
+    final = await get_job(http, server, job["id"])
+    assert final["attempt"] == 3
+    assert final["state"] == "completed"
+    assert final["error"] is None
+
+
+async def test_exception_on_every_attempt_fails_after_max_attempts(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "flaky", {"failures": 5})
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "retrying",
+                          "processing", "failed"]
+    error = read.data()[-1]["error"]
+    assert error["type"] == "exception"
+    assert error["exception"] == "ValueError"
+    assert "attempt 3" in error["message"]
+    assert "traceback" not in error
+    final = await get_job(http, server, job["id"])
+    assert final["state"] == "failed"
+    assert final["attempt"] == 3
+    assert final["error"] == error
+
+
+async def test_debug_server_includes_the_traceback(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(debug=True)
+    job = await submit(server, "flaky", {"failures": 5}, max_attempts=2)
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "failed"]
+    for error in (read.data()[2]["error"], read.data()[-1]["error"]):
+        assert error["type"] == "exception"
+        assert "Traceback (most recent call last)" in error["traceback"]
+        assert "ValueError: attempt" in error["traceback"]
+    final = await get_job(http, server, job["id"])
+    assert "ValueError" in final["error"]["traceback"]
+
+
+# -- priority ------------------------------------------------------------------------------
+
+
+async def test_higher_priority_runs_first(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(workers=1, heartbeat=0.3)
+    blocker = await submit(server, "polite", {"seconds": 60})
+    await wait_processing(http, server, blocker["id"])
+    low = await submit(server, "echo", {"value": "low"}, priority=-5)
+    default = await submit(server, "echo", {"value": "default"})
+    high = await submit(server, "echo", {"value": "high"}, priority=5)
+    assert (low["priority"], default["priority"], high["priority"]) == (-5, 0, 5)
+
+    await cancel(http, server, blocker["id"])
+    for job in (low, default, high):
+        await run_to_end(http, server, job["id"])
+
+    starts = {name: parse_time((await get_job(http, server, job["id"]))["started_at"])
+              for name, job in (("low", low), ("default", default), ("high", high))}
+    assert starts["high"] < starts["default"] < starts["low"], starts
+
+    everything = await read_global(http, server, after=0, count=None, settle=True)
+    started = [orjson.loads(e.data)["job_id"] for e in everything if e.event == "processing"]
+    assert started == [blocker["id"], high["id"], default["id"], low["id"]]
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+async def test_progress_is_coalesced_to_the_rate_and_keeps_the_latest(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(progress_rate=5)
+    job = await submit(server, "chatty", {"events": 200, "pause": 0.005})
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names[:2] == ["queued", "processing"]
+    assert read.names[-1] == "completed"
+    progress = [d for d in read.data() if d["event"] == "progress"]
+    assert len(progress) == len(read.names) - 3
+    data = read.data()
+    duration = parse_time(data[-1]["at"]) - parse_time(data[1]["at"])
+    assert 1.0 <= duration < 10, duration
+    assert 1 <= len(progress) <= 5 * duration + 2, (len(progress), duration)
+    assert progress[-1]["progress"] == 100.0
+    assert progress[-1]["message"].startswith("200 ")
+    values = [p["progress"] for p in progress]
+    assert values == sorted(values)
+    times = [parse_time(p["at"]) for p in progress]
+    assert times == sorted(times)
+    final = await get_job(http, server, job["id"])
+    assert final["progress"] == 100.0
+    assert final["last_event_id"] == read.ids[-1]
+
+
+async def test_progress_rate_zero_stores_every_report(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(progress_rate=0)
+    job = await submit(server, "chatty", {"events": 200, "pause": 0.001})
+    read = await run_to_end(http, server, job["id"])
+
+    assert read.names == ["queued", "processing", *["progress"] * 200, "completed"]
+    progress = read.data()[2:-1]
+    assert [p["progress"] for p in progress] == [100 * i / 200 for i in range(1, 201)]
+    assert [p["message"] for p in progress] == [f"{i} {'x' * 10}" for i in range(1, 201)]
+    assert read.ids == list(range(1, 204))
+
+
+async def test_progress_events_carry_progress_message_and_eta(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(progress_rate=0)
+    job = await submit(server, "sleep", {"seconds": 0.4, "steps": 4})
+    read = await run_to_end(http, server, job["id"])
+
+    progress = [d for d in read.data() if d["event"] == "progress"]
+    assert [p["progress"] for p in progress] == [25.0, 50.0, 75.0, 100.0]
+    for p in progress:
+        assert set(p) >= {"job_id", "seq", "event", "state", "at", "progress", "message", "eta"}
+        assert p["state"] == "processing"
+        assert isinstance(p["message"], str)
+        eta = p["eta"]
+        assert eta is None or (isinstance(eta, int | float) and eta >= 0), eta
+    assert progress[0]["eta"] is None  # nothing to estimate a rate from yet
+    assert progress[-1]["eta"] == 0
+    assert any(isinstance(p["eta"], float) and p["eta"] > 0 for p in progress[1:-1])
+
+
+# -- the global stream ----------------------------------------------------------------------
+
+
+async def read_global(
+    http: aiohttp.ClientSession, server: Server, *, after: int | None, count: int | None,
+    settle: bool = False, timeout: float = 15.0,
+) -> list[ServerSentEvent]:
+    """Read ``/api/v1/events`` from ``after`` (None: no Last-Event-ID) until ``count`` events,
+    or with ``settle`` until two heartbeats have followed the replay (so nothing more is
+    pending). The server must run with a short heartbeat for ``settle``."""
+    headers = {} if after is None else {"Last-Event-ID": str(after)}
+    events: list[ServerSentEvent] = []
+    async with asyncio.timeout(timeout), http.get(server.api("/events"),
+                                                  headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        parser = EventStreamParser()
+        async for chunk in response.content.iter_any():
+            events.extend(parser.feed(chunk))
+            if count is not None and len(events) >= count:
+                break
+            if settle and parser.comments >= 2:
+                break
+    return events
+
+
+async def test_global_stream_replays_resumes_and_starts_live(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(heartbeat=0.3)
+    first = await submit(server, "echo", {"value": 1})
+    first_events = await run_to_end(http, server, first["id"])
+    second = await submit(server, "flaky", {"failures": 1})
+    second_events = await run_to_end(http, server, second["id"])
+    total = len(first_events.ids) + len(second_events.ids)
+    assert total == 3 + 5
+
+    # everything, in global order
+    everything = await read_global(http, server, after=0, count=None, settle=True)
+    ids = [int(e.id or 0) for e in everything]
+    assert ids == list(range(1, total + 1))
+    by_job: dict[str, list[str]] = {}
+    for event in everything:
+        data = orjson.loads(event.data)
+        assert data["event"] == event.event
+        by_job.setdefault(data["job_id"], []).append(event.event)
+    assert by_job == {first["id"]: first_events.names, second["id"]: second_events.names}
+
+    # the query form works the same
+    async with asyncio.timeout(15), http.get(server.api("/events?last_event_id=0")) as response:
+        parser, replayed = EventStreamParser(), []
+        async for chunk in response.content.iter_any():
+            replayed.extend(parser.feed(chunk))
+            if len(replayed) >= total:
+                break
+    assert [int(e.id or 0) for e in replayed] == ids
+
+    # resuming from every position yields exactly what followed it
+    for position in (1, 3, total - 1, total):
+        resumed = await read_global(http, server, after=position, count=None, settle=True)
+        assert [int(e.id or 0) for e in resumed] == list(range(position + 1, total + 1))
+        assert [e.data for e in resumed] == [e.data for e in everything[position:]]
+
+    # no Last-Event-ID: live only, no replay of older events
+    live_task = asyncio.create_task(read_global(http, server, after=None, count=3))
+    await _wait_global_subscribers(server, 1)
+    third = await submit(server, "echo", {"value": 3})
+    live = await live_task
+    assert [int(e.id or 0) for e in live] == [total + 1, total + 2, total + 3]
+    assert [e.event for e in live] == ["queued", "processing", "completed"]
+    assert {orjson.loads(e.data)["job_id"] for e in live} == {third["id"]}
+
+
+async def _wait_global_subscribers(server: Server, count: int) -> None:
+    async def subscribed() -> bool:
+        return server.app[BROKER].counts()[1] >= count
+
+    await wait_for(subscribed, timeout=10)

@@ -1,0 +1,66 @@
+"""Storage faults and housekeeping against a real SQLite file: a full disk, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiohttp
+
+from conftest import MakeServer, Submit, wait_for
+from sse_client import read_stream
+from sse_jobs.web import ENGINE, STORE
+
+
+async def test_full_disk_gives_503_and_recovers(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server()
+    store = server.app[STORE]
+    writer = store._writer  # the real connection; SQLITE_FULL is a real SQLite condition
+    assert writer is not None
+    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    body = {"type": "echo", "params": {"value": "x" * 20_000}}
+    for _ in range(3):  # refused every time, and the server keeps serving
+        async with http.post(server.api("/jobs"), json=body) as response:
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            assert response.headers["Retry-After"] == "5"
+            problem = await response.json()
+            assert "full" in problem["detail"]
+    async with http.get(server.api("/jobs")) as response:
+        assert response.status == 200
+        assert (await response.json())["jobs"] == []  # nothing half-written
+
+    await writer.execute("PRAGMA max_page_count = 1073741823")
+    job = await submit(server, "echo", {"value": 1})
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+    assert read.names == ["queued", "processing", "completed"]
+    assert read.ids == [1, 2, 3]
+
+
+async def test_retention_sweep_removes_old_finished_jobs_with_events_and_files(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(retention=0.2)
+    report = await submit(server, "report", {"rows": 10})
+    await read_stream(http, server.api(f"/jobs/{report['id']}/events"))
+    results = server.settings.results_path / report["id"]
+    assert (results / "report.csv").is_file()
+    blocker = await submit(server, "polite", {"seconds": 30})
+    await read_stream(http, server.api(f"/jobs/{blocker['id']}/events"), max_events=3)
+
+    async def report_gone() -> bool:
+        async with http.get(server.api(f"/jobs/{report['id']}")) as response:
+            return response.status == 404
+
+    await wait_for(report_gone, timeout=10)  # the sweep runs every second at this retention
+    assert await server.app[ENGINE].sweep() == 0
+    assert not results.exists()
+    async with http.get(server.api(f"/jobs/{blocker['id']}")) as response:
+        assert response.status == 200  # running jobs are never swept
+    with sqlite3.connect(server.settings.db) as conn:
+        left = conn.execute("SELECT count(*) FROM events WHERE job_id = ?", (report["id"],))
+        assert left.fetchone() == (0,)
+    async with http.post(server.api(f"/jobs/{blocker['id']}/cancel")) as response:
+        assert response.status == 202
