@@ -1,5 +1,7 @@
 """sse-jobs: long-running requests as persistent jobs with live Server-Sent Events."""
 
+__version__ = "0.1.0"
+
 from sse_jobs.config import Settings
 from sse_jobs.registry import job
 from sse_jobs.web import create_app

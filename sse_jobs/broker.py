@@ -1,8 +1,12 @@
 """In-process publish/subscribe of stored events to open streams.
 
-Each subscription has a bounded buffer. Publishing never waits: a subscriber whose
-buffer is full is dropped (its stream is closed, it reconnects with Last-Event-ID and
-replays from storage), so one slow reader can neither slow the others nor grow memory.
+Each subscription has a bounded buffer. Publishing never waits: a subscriber that still
+has ``maxsize`` unread events when the next commit's events arrive is dropped (its
+stream is closed, it reconnects with Last-Event-ID and replays from storage), so one
+slow reader can neither slow the others nor grow memory. The check is made per commit,
+not per event, so a reader that keeps up is never dropped by one large group commit;
+a buffer thus holds at most ``maxsize`` plus one commit's events (references shared by
+all subscribers).
 """
 
 from __future__ import annotations
@@ -33,14 +37,15 @@ class Subscription:
         self._closed: SubscriptionClosed | None = None
         self.on_drop: Callable[[], None] | None = None
 
-    def push(self, event: Event) -> bool:
-        """Buffer ``event``; False (and the subscription closed) if the buffer was full."""
+    def push(self, events: Sequence[Event]) -> bool:
+        """Buffer one commit's events; False (and the subscription closed) if the reader
+        had fallen ``maxsize`` events behind."""
         if self._closed is not None:
             return True
         if len(self._events) >= self._maxsize:
             self.close(dropped=True)
             return False
-        self._events.append(event)
+        self._events.extend(events)
         self._ready.set()
         return True
 
@@ -95,14 +100,16 @@ class Broker:
                 del self._by_job[subscription.job_id]
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Called by the store after each commit, in commit order."""
+        """Called by the store after each commit, with that commit's events in order."""
+        by_job: dict[str, list[Event]] = {}
         for event in events:
-            for subscription in self._by_job.get(event.job_id, ()):
-                if not subscription.push(event):
-                    self.dropped += 1
-            for subscription in self._global:
-                if not subscription.push(event):
-                    self.dropped += 1
+            if event.job_id in self._by_job:
+                by_job.setdefault(event.job_id, []).append(event)
+        for job_id, job_events in by_job.items():
+            for subscription in self._by_job[job_id]:
+                self.dropped += not subscription.push(job_events)
+        for subscription in self._global:
+            self.dropped += not subscription.push(events)
 
     def close_all(self) -> None:
         """End every subscription (shutdown): each stream finishes and its client resumes."""

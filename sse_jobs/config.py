@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ class Settings:
     insecure: bool = False
     debug: bool = False
     log_level: str = "info"
+    log_format: str = "text"
     # Streams
     heartbeat: float = 15.0
     send_timeout: float = 30.0
@@ -81,14 +83,27 @@ def _port(text: str) -> int:
 
 def _non_negative(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, not negative: {text}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero: {text}")
     return value
 
 
 def _log_level(text: str) -> str:
     if text.lower() not in {"debug", "info", "warning", "error"}:
         raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
+    return text.lower()
+
+
+def _log_format(text: str) -> str:
+    if text.lower() not in {"text", "json"}:
+        raise argparse.ArgumentTypeError(f"not a log format: {text!r} (text or json)")
     return text.lower()
 
 
@@ -112,8 +127,9 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "insecure": (None, "allow a non-loopback host without API tokens"),
     "debug": (None, "include tracebacks in job errors"),
     "log-level": (_log_level, "debug, info, warning or error"),
-    "heartbeat": (parse_duration, "seconds between ': ping' comments on idle streams"),
-    "send-timeout": (parse_duration, "drop a stream whose write stalls this long"),
+    "log-format": (_log_format, "text or json (one JSON object per line)"),
+    "heartbeat": (_positive_duration, "seconds between ': ping' comments on idle streams"),
+    "send-timeout": (_positive_duration, "drop a stream whose write stalls this long"),
     "retry-ms": (_positive_int, "the 'retry:' reconnection delay sent to SSE clients"),
     "progress-rate": (_non_negative, "progress events stored per job per second; 0 = all"),
     "subscriber-queue": (_positive_int, "events buffered per stream before it is dropped"),

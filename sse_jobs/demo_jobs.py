@@ -7,13 +7,15 @@ import math
 import random
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sse_jobs.registry import job
 from sse_jobs.worker import JobContext
 
 
 class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     seconds: float = Field(5.0, ge=0, le=86400, description="total time to wait")
     steps: int = Field(10, ge=1, le=100_000, description="progress events along the way")
 
@@ -32,6 +34,8 @@ SIEVE_CHUNK = 1 << 22
 
 
 class PrimesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     limit: int = Field(1_000_000, ge=2, le=2_000_000_000, description="count primes below this")
     segments: int = Field(10, ge=1, le=10_000, description="progress events along the way")
 
@@ -75,6 +79,8 @@ def _count_segment(low: int, high: int, base: list[int]) -> int:
 
 
 class ReportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     rows: int = Field(1000, ge=1, le=1_000_000, description="rows in the CSV report")
     seed: int = Field(0, description="random seed, so a report can be reproduced")
 

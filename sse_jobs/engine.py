@@ -32,6 +32,8 @@ from sse_jobs.errors import (
 )
 from sse_jobs.events import iso
 from sse_jobs.ids import JobIdFactory, is_job_id
+from sse_jobs.logs import job_extra
+from sse_jobs.metrics import Metrics
 from sse_jobs.models import CreateJob, inline_result, job_links
 from sse_jobs.pool import Outcome, ProgressReport, WorkerPool
 from sse_jobs.records import Change, JobRecord, NewJob, ProgressUpdate
@@ -42,7 +44,13 @@ from sse_jobs.worker import WorkerCall
 
 log = logging.getLogger(__name__)
 
+
+def job_log(job_id: str) -> logging.LoggerAdapter[logging.Logger]:
+    """The engine's logger for lines about one job (they carry its id)."""
+    return logging.LoggerAdapter(log, job_extra(job_id))
+
 PROGRESS_HIGH_WATER = 10_000  # unwritten progress events before workers are held back
+PROGRESS_CHUNK = 500  # progress events per store call
 RETENTION_BATCH = 100
 RETENTION_INTERVAL = 60.0
 IDLE_DISPATCH_WAIT = 60.0
@@ -71,8 +79,10 @@ class _Run:
 class Engine:
     """Owns the dispatcher, the progress writer and the retention sweep."""
 
-    def __init__(self, settings: Settings, store: Store, pool: WorkerPool, registry: Registry):
+    def __init__(self, settings: Settings, store: Store, pool: WorkerPool, registry: Registry,
+                 metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.pool = pool
         self.registry = registry
@@ -86,6 +96,10 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self.accepting = False
         self._stopping: asyncio.Future[None] | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
 
     @property
     def dispatcher_running(self) -> bool:
@@ -121,7 +135,7 @@ class Engine:
                      len(running))
             await asyncio.wait(running, timeout=self.settings.shutdown_grace)
         for job_id, run in self._runs.items():
-            log.info("requeueing job %s, still running at shutdown", job_id)
+            job_log(job_id).info("requeueing: still running at shutdown")
             run.requeue = True
             self.pool.kill(job_id)
         deadline = time.monotonic() + KILL_WAIT
@@ -165,24 +179,28 @@ class Engine:
                 for err in exc.errors()]) from None
         if idempotency_key is not None and not _valid_key(idempotency_key):
             raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters")
-        if await self.store.count_queued() >= self.settings.max_queued:
-            raise Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER)
         params_json = params.model_dump(mode="json")
         timeout = min(request.timeout or job_type.timeout, job_type.timeout)
         attempts = request.max_attempts or job_type.max_attempts
         fingerprint = hashlib.sha256(orjson.dumps(
             [request.type, params_json, request.priority, timeout, attempts],
             option=orjson.OPT_SORT_KEYS)).hexdigest()
+        if idempotency_key is not None:  # a retry of an accepted request is never refused
+            existing = await self.store.job_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return _same_request(existing, fingerprint), False
+        if await self.store.count_queued() >= self.settings.max_queued:
+            raise Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER)
         record, created = await self.store.create_job(NewJob(
             id=self._ids.new(), type=request.type, params=params_json,
             priority=request.priority, max_attempts=attempts, timeout=timeout,
             created_at=time.time(), idempotency_key=idempotency_key, request_hash=fingerprint,
         ))
-        if not created and record.request_hash != fingerprint:
-            raise ValidationFailed("this Idempotency-Key was already used for another request",
-                                   [{"field": "Idempotency-Key", "message": "reused"}])
+        if not created:
+            return _same_request(record, fingerprint), False
         if created:
-            log.info("job %s submitted (type %s)", record.id, record.type)
+            job_log(record.id).info("submitted (type %s)", record.type)
+            self.metrics.submitted.labels(record.type).inc()
             self._dispatch_wakeup.set()
         return record, created
 
@@ -199,7 +217,7 @@ class Engine:
         if record.state is JobState.QUEUED:
             with contextlib.suppress(IllegalTransition):  # it may have just started
                 record, _ = await self.store.record(job_id, _cancelled(time.time()))
-                log.info("job %s cancelled while queued", job_id)
+                job_log(job_id).info("cancelled while queued")
                 return record, True
             record = await self.get(job_id)
         if record.state is JobState.CANCELLED:
@@ -221,8 +239,8 @@ class Engine:
         self.pool.request_cancel(run.job.id)
         run.kill_timer = asyncio.get_running_loop().call_later(
             self.settings.cancel_grace, self.pool.kill, run.job.id)
-        log.info("job %s asked to stop; killed in %.1fs if it does not",
-                 run.job.id, self.settings.cancel_grace)
+        job_log(run.job.id).info("asked to stop; killed in %.1fs if it does not",
+                                 self.settings.cancel_grace)
 
     async def delete(self, job_id: str) -> None:
         record = await self.get(job_id)
@@ -248,7 +266,7 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while self.accepting:
             self._dispatch_wakeup.clear()
-            if self.pool.free:
+            if self.pool.free and self.pool.alive:
                 wanted = self.pool.free
                 claimed = await self.store.claim(time.time(), wanted)
                 for record, _event in claimed:
@@ -272,7 +290,9 @@ class Engine:
                           result_dir=str(self.settings.results_path))
         outcome = self.pool.run(call, timeout=record.timeout)
         run = self._runs[record.id] = _Run(record, outcome)
-        log.info("job %s attempt %d started", record.id, record.attempt)
+        job_log(record.id).info("attempt %d started", record.attempt)
+        self.metrics.queue_wait.labels(record.type).observe(
+            max(0.0, run.started - record.not_before))
         if record.cancel_requested or record.id in self._cancel_on_start:
             self._cancel_on_start.discard(record.id)
             self._request_stop(run)
@@ -293,11 +313,12 @@ class Engine:
         if run.first_report is None:
             run.first_report = (report.received_at, report.percent)
         rate = self.settings.progress_rate
-        if rate and report.received_at - run.last_written < 1 / rate:
-            run.pending = report
+        wait = run.last_written + 1 / rate - report.received_at if rate else 0.0
+        if wait > 0:
+            run.pending = report  # the newest report wins; it is written when the wait ends
             if run.flush_timer is None:
-                run.flush_timer = asyncio.get_running_loop().call_at(
-                    asyncio.get_running_loop().time() + 1 / rate, self._flush_pending, run)
+                run.flush_timer = asyncio.get_running_loop().call_later(
+                    wait, self._flush_pending, run)
             return
         self._queue_progress(run, report)
 
@@ -307,8 +328,11 @@ class Engine:
             self._queue_progress(run, run.pending)
 
     def _queue_progress(self, run: _Run, report: ProgressReport) -> None:
+        if run.flush_timer is not None:
+            run.flush_timer.cancel()
+            run.flush_timer = None
         run.pending = None
-        run.last_written = report.received_at
+        run.last_written = time.time()  # when written, so held reports keep the rate too
         self._progress_out.append(ProgressUpdate(
             job_id=report.job_id, attempt=report.attempt, progress=report.percent,
             message=report.message, eta=_eta(run.first_report, report), at=report.received_at))
@@ -323,8 +347,10 @@ class Engine:
             await self._write_progress()
 
     async def _write_progress(self) -> None:
-        batch, self._progress_out = self._progress_out, []
-        if batch:
+        # In chunks, which bounds the events one commit hands to every stream at once.
+        while self._progress_out:
+            batch = self._progress_out[:PROGRESS_CHUNK]
+            del self._progress_out[:PROGRESS_CHUNK]
             await self.store.record_progress(batch)
         self.pool.resume_reading()
 
@@ -332,6 +358,8 @@ class Engine:
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         run = self._runs.pop(job_id)
+        self.metrics.job_duration.labels(run.job.type, outcome.kind).observe(
+            time.time() - run.started)
         for timer in (run.flush_timer, run.kill_timer):
             if timer is not None:
                 timer.cancel()
@@ -347,7 +375,7 @@ class Engine:
             await self._complete(job, outcome, now)
         elif run.cancel_requested or outcome.kind == "cancelled":
             await self.store.record(job_id, _cancelled(now))
-            log.info("job %s cancelled", job_id)
+            job_log(job_id).info("cancelled")
         else:
             await self._retry_or_fail(job, _error_of(outcome, job), now)
         self._dispatch_wakeup.set()
@@ -357,7 +385,7 @@ class Engine:
         await self.store.record(job.id, Change(
             EventName.COMPLETED, now, result=outcome.result, result_file=outcome.result_file,
             data={"result": inline_result(outcome.result), "result_url": links["result"]}))
-        log.info("job %s completed", job.id)
+        job_log(job.id).info("completed")
 
     async def _retry_or_fail(self, job: JobRecord, error: dict[str, Any], now: float) -> None:
         if job.attempt < job.max_attempts:
@@ -367,13 +395,13 @@ class Engine:
             await self.store.record(job.id, Change(
                 EventName.RETRYING, now, error=error, not_before=retry_at,
                 data={"attempt": job.attempt + 1, "retry_at": iso(retry_at), "error": error}))
-            log.info("job %s attempt %d failed (%s); retrying at %s",
-                     job.id, job.attempt, error["type"], iso(retry_at))
+            job_log(job.id).info("attempt %d failed (%s); retrying at %s",
+                                 job.attempt, error["type"], iso(retry_at))
             self._dispatch_wakeup.set()
         else:
             await self.store.record(job.id, Change(EventName.FAILED, now, error=error,
                                                    data={"error": error}))
-            log.info("job %s failed (%s)", job.id, error["type"])
+            job_log(job.id).info("failed (%s)", error["type"])
 
     async def _requeue(self, job: JobRecord, now: float) -> None:
         error = {"type": "interrupted", "message": "the server shut down during this attempt"}
@@ -385,7 +413,7 @@ class Engine:
         """Attempts left ``processing`` by a process that died: retry or fail them."""
         for job in await self.store.jobs_in_state(JobState.PROCESSING):
             now = time.time()
-            log.warning("job %s was processing when the server stopped", job.id)
+            job_log(job.id).warning("was processing when the server stopped")
             if job.cancel_requested:
                 await self.store.record(job.id, _cancelled(now))
                 continue
@@ -445,6 +473,13 @@ def _eta(first: tuple[float, float] | None, report: ProgressReport) -> float | N
     if elapsed <= 0 or done <= 0:
         return None
     return round((100 - report.percent) * elapsed / done, 1)
+
+
+def _same_request(existing: JobRecord, fingerprint: str) -> JobRecord:
+    if existing.request_hash != fingerprint:
+        raise ValidationFailed("this Idempotency-Key was already used for another request",
+                               [{"field": "Idempotency-Key", "message": "reused"}])
+    return existing
 
 
 def _valid_key(key: str) -> bool:

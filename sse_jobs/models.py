@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,92 @@ class CreateJob(BaseModel):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
     timeout: float | None = Field(None, gt=0, description="seconds; capped by the type's")
     max_attempts: int | None = Field(None, ge=1, le=100, description="default: the type's")
+
+
+StateName = Literal["queued", "processing", "completed", "failed", "cancelled"]
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str = Field(description="the job's SSE stream")
+    cancel: str
+    result: str = Field(description="the result: JSON, or the file the job wrote")
+
+
+class JobError(BaseModel):
+    """Why an attempt or a job failed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="exception, timeout, crashed, cancelled, interrupted, ...")
+    message: str
+    exception: str | None = Field(None, description="the exception class, for `exception`")
+    traceback: str | None = Field(None, description="only when the server runs with --debug")
+
+
+class Job(BaseModel):
+    """The job resource every job-returning endpoint answers with."""
+
+    id: str = Field(description="opaque, URL-safe, sortable by creation time")
+    type: str
+    state: StateName
+    params: dict[str, Any]
+    progress: float = Field(ge=0, le=100, description="percent done")
+    message: str | None = Field(description="the job's last progress text")
+    attempt: int = Field(ge=0, description="attempts started so far")
+    max_attempts: int
+    priority: int
+    timeout: float = Field(description="seconds an attempt may run")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = Field(description="the JSON result when at most 64 KiB, else null")
+    error: JobError | None
+    last_event_id: int = Field(description="seq of the job's newest event")
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next: str | None = Field(description="cursor of the next page; null on the last one")
+
+
+class JobTypeDefaults(BaseModel):
+    timeout: float
+    max_attempts: int
+
+
+class JobTypeInfo(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any] = Field(description="JSON Schema of the type's params")
+    defaults: JobTypeDefaults
+
+
+class JobTypes(BaseModel):
+    job_types: list[JobTypeInfo]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = Field(None, description="with 422: what is invalid")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
+    pool: str
+    dispatcher: str
 
 
 def job_links(job_id: str) -> dict[str, str]:

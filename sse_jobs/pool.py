@@ -86,6 +86,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_progress: Callable[[ProgressReport], None] | None = None
         self._reading = False
+        self._worker_pids: set[int] = set()
 
     @property
     def free(self) -> int:
@@ -95,6 +96,17 @@ class WorkerPool:
     @property
     def alive(self) -> bool:
         return self._pool is not None and self._pool.active
+
+    def workers_alive(self) -> int:
+        """Worker processes that announced themselves and still exist."""
+        for pid in list(self._worker_pids):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                self._worker_pids.discard(pid)
+            except PermissionError:
+                pass  # alive, but no longer ours to signal
+        return len(self._worker_pids)
 
     def start(self, on_progress: Callable[[ProgressReport], None]) -> None:
         """Start the workers; ``on_progress`` is called on the event loop for each report."""
@@ -152,17 +164,19 @@ class WorkerPool:
             self._reading = False
 
     def resume_reading(self) -> None:
-        if not self._reading and self._loop is not None:
+        if not self._reading and self._loop is not None and self._pool is not None:
             self._loop.add_reader(self._reader.fileno(), self._read_progress)
             self._reading = True
 
     async def close(self) -> None:
-        """Kill every worker and release the pipe; running attempts end as ``killed``."""
+        """Kill every worker and release the pipe; running attempts end as ``killed``.
+        Idempotent."""
+        if self._pool is None:
+            return
         self.pause_reading()
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            pool.stop()  # type: ignore[no-untyped-call]
-            await asyncio.to_thread(pool.join, 10)
+        pool, self._pool = self._pool, None
+        pool.stop()  # type: ignore[no-untyped-call]
+        await asyncio.to_thread(pool.join, 10)
         self._reader.close()
         self._writer.close()
 
@@ -196,11 +210,13 @@ class WorkerPool:
             end = offset + FRAME_HEADER.size + size
             if end > len(buffer):
                 break
-            kind, job_id, attempt, percent, message = orjson.loads(
-                bytes(buffer[offset + FRAME_HEADER.size:end]))
+            frame = orjson.loads(bytes(buffer[offset + FRAME_HEADER.size:end]))
             offset = end
-            if kind == "p":
+            if frame[0] == "p":
+                _kind, job_id, attempt, percent, message = frame
                 self._on_progress(ProgressReport(job_id, attempt, percent, message, now))
+            elif frame[0] == "w":
+                self._worker_pids.add(frame[1])
         del buffer[:offset]
 
 

@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from sse_jobs import logs
 from sse_jobs.config import Settings
 from sse_jobs.errors import SseJobsError
 from sse_jobs.registry import import_job_modules
@@ -23,8 +24,7 @@ HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 def run(settings: Settings) -> int:
     """``sse-jobs serve``: run until SIGTERM or SIGINT, then exit 0."""
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     if not settings.loopback_only and not settings.insecure:
         print(f"sse-jobs: refusing to listen on {settings.host} with no API tokens configured; "
               "anyone who can reach it could run jobs. Bind 127.0.0.1, or pass --insecure "
@@ -49,7 +49,8 @@ def run(settings: Settings) -> int:
 
 async def serve(settings: Settings) -> None:
     runner = web.AppRunner(create_app(settings), handler_cancellation=True,
-                           shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+                           shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+                           access_log=None)  # the request_context middleware logs requests
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from sse_jobs import streams
+from sse_jobs import logs, openapi, streams
 from sse_jobs.broker import Broker
 from sse_jobs.config import Settings
 from sse_jobs.engine import Engine
@@ -23,21 +28,28 @@ from sse_jobs.errors import (
     ValidationFailed,
 )
 from sse_jobs.ids import is_job_id
+from sse_jobs.metrics import CONTENT_TYPE as METRICS_TYPE
+from sse_jobs.metrics import LiveState, Metrics
 from sse_jobs.models import API, CreateJob, job_resource
 from sse_jobs.pool import WorkerPool
+from sse_jobs.records import Event
 from sse_jobs.registry import REGISTRY, Registry
 from sse_jobs.states import JobState
 from sse_jobs.store import SQLiteStore, Store
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("sse_jobs.access")
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 BROKER = web.AppKey("broker", Broker)
 STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+REQUEST_ID = "sse_jobs.request_id"
 
 PROBLEM_TYPE = "application/problem+json"
 DEFAULT_PAGE, MAX_PAGE = 50, 500
+MAX_JSON_DEPTH = 64
 RETRY_AFTER_QUEUED, RETRY_AFTER_PROCESSING = 2, 1
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,8 +58,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Application:
     """The aiohttp application; storage, pool and engine live in its cleanup context."""
     app = web.Application(client_max_size=settings.max_body,
-                          middlewares=[problem_middleware, security_headers])
+                          middlewares=[request_context, problem_middleware])
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_lifecycle(settings, registry))
     api = [
         web.post(f"{API}/jobs", create_job),
@@ -60,20 +74,46 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
         web.get(f"{API}/events", all_events, allow_head=False),
         web.get(f"{API}/job-types", job_types, allow_head=False),
         web.get("/healthz", healthz, allow_head=False),
+        web.get("/metrics", metrics, allow_head=False),
+        web.get("/openapi.json", openapi_document, allow_head=False),
+        web.get("/docs", static_page("docs.html"), allow_head=False),
     ]
     app.add_routes(api)
+    app.router.add_static("/static/", static_dir())
     return app
+
+
+def static_dir() -> Path:
+    """``static/``: installed inside the package, or beside it in a source checkout."""
+    installed = Path(__file__).parent / "static"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "static"
+
+
+def static_page(name: str) -> Handler:
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(static_dir() / name)
+
+    return page
 
 
 def _lifecycle(
     settings: Settings, registry: Registry
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        broker = Broker(settings.subscriber_queue)
+        broker, metrics = Broker(settings.subscriber_queue), app[METRICS]
+
+        def committed(events: Sequence[Event]) -> None:
+            broker.publish(events)
+            metrics.count_events(events)
+
         store = SQLiteStore(settings.db)
-        await store.open(broker.publish)
-        engine = Engine(settings, store, WorkerPool(settings.workers, debug=settings.debug),
-                        registry)
+        await store.open(committed)
+        pool = WorkerPool(settings.workers, debug=settings.debug)
+        engine = Engine(settings, store, pool, registry, metrics)
+        metrics.watch(lambda: LiveState(
+            running=engine.running, workers_alive=pool.workers_alive(),
+            job_streams=broker.counts()[0], global_streams=broker.counts()[1],
+            dropped=broker.dropped))
         try:
             await engine.start()
         except BaseException:
@@ -117,11 +157,38 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (the client's ``X-Request-ID`` when sane) that every log line
+    and the response carry, and time it by route for /metrics."""
+    given = request.headers.get("X-Request-ID", "")
+    rid = given if _sane_request_id(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    token = logs.request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].requests.labels(route, request.method, str(status)).observe(elapsed)
+        # The path only: query strings may carry stream tokens.
+        access_log.info("%s %s %d %.1fms", request.method, request.path, status, elapsed * 1000)
+        logs.request_id.reset(token)
+
+
+def _sane_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
+
+
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries, streams and files included (set before sending)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if REQUEST_ID in request:
+        response.headers["X-Request-ID"] = request[REQUEST_ID]
 
 
 def problem(status: int, title: str, detail: str, kind: str, *,
@@ -180,9 +247,28 @@ async def _json_body(request: web.Request) -> Any:
             f"send the body as application/json, not {request.content_type or 'nothing'}")
     raw = await request.read()
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ValidationFailed(f"the body nests deeper than {MAX_JSON_DEPTH} levels",
+                               [{"field": "body", "message": "nested too deeply"}])
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, counted without recursion (the body may be adversarial)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else ()
+        if children:
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -248,8 +334,16 @@ async def get_result(request: web.Request) -> web.StreamResponse:
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return web.FileResponse(path, headers={
             "Content-Type": content_type,
-            "Content-Disposition": f'attachment; filename="{path.name}"'})
+            "Content-Disposition": _attachment(path.name)})
     return web.Response(body=record.result or b"null", content_type="application/json")
+
+
+def _attachment(name: str) -> str:
+    """Content-Disposition for a download (RFC 6266): a quoted ASCII fallback for old
+    clients, and the exact UTF-8 name in ``filename*``."""
+    fallback = name.encode("ascii", "replace").decode().replace("\\", "\\\\")
+    fallback = fallback.replace('"', '\\"')
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def job_types(request: web.Request) -> web.Response:
@@ -304,3 +398,18 @@ async def healthz(request: web.Request) -> web.Response:
     healthy = all(value == "ok" for value in checks.values())
     return json_response({"status": "ok" if healthy else "unavailable", **checks},
                          200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    registry.set_job_counts(await request.app[STORE].job_counts())
+    return web.Response(body=registry.render(), headers={"Content-Type": METRICS_TYPE})
+
+
+@cache
+def _openapi_bytes() -> bytes:
+    return orjson.dumps(openapi.build())
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=_openapi_bytes(), content_type="application/json")

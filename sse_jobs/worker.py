@@ -39,6 +39,7 @@ def init_worker(channel: Connection, cancel_flags: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _channel_fd = channel.fileno()
     _cancel_flags = cancel_flags
+    _send(["w", os.getpid()])  # lets the server count live workers
 
 
 def _send(message: list[Any]) -> None:
@@ -89,8 +90,9 @@ class JobContext:
 
     def result_path(self, name: str) -> Path:
         """A path for a result file called ``name``; its contents become the job's result."""
-        if not name or name in {".", ".."} or "/" in name or "\\" in name or "\0" in name:
-            raise ValueError(f"result file name {name!r} must be a plain file name")
+        if (not name or name in {".", ".."} or "/" in name or "\\" in name
+                or not name.isprintable() or len(name) > 255):
+            raise ValueError(f"result file name {name!r} must be a plain, printable file name")
         directory = Path(self._call.result_dir) / self.job_id
         directory.mkdir(parents=True, exist_ok=True)
         self.result_file = name

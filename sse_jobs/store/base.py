@@ -66,6 +66,9 @@ class Store(ABC):
     async def get_job(self, job_id: str) -> JobRecord | None: ...
 
     @abstractmethod
+    async def job_by_idempotency_key(self, key: str) -> JobRecord | None: ...
+
+    @abstractmethod
     async def list_jobs(
         self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
     ) -> list[JobRecord]:
@@ -76,6 +79,10 @@ class Store(ABC):
 
     @abstractmethod
     async def count_queued(self) -> int: ...
+
+    @abstractmethod
+    async def job_counts(self) -> list[tuple[str, str, int]]:
+        """How many jobs there are of each (type, state)."""
 
     @abstractmethod
     async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:

@@ -88,7 +88,7 @@ RECORD: dict[EventName, str] = {
         {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
     EventName.COMPLETED: f"""
         UPDATE jobs SET state = :state, finished_at = :at, result = :result,
-                        result_file = :result_file, progress = 100,
+                        result_file = :result_file, progress = 100, error = NULL,
                         last_event_id = last_event_id + 1
         {_GUARD} RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant SQL pieces
     EventName.FAILED: f"""
@@ -121,6 +121,8 @@ REQUEST_CANCEL = f"""
 UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'processing'
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - constant columns
+
+JOB_COUNTS = "SELECT type, state, count(*) FROM jobs GROUP BY type, state"
 
 NEXT_RUN_AT = "SELECT min(not_before) FROM jobs WHERE state = 'queued'"
 

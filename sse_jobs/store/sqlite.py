@@ -310,6 +310,9 @@ class SQLiteStore(Store):
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self._read(lambda conn: _fetch_job(conn, q.SELECT_JOB, (job_id,)))
 
+    async def job_by_idempotency_key(self, key: str) -> JobRecord | None:
+        return await self._read(lambda conn: _fetch_job(conn, q.SELECT_JOB_BY_KEY, (key,)))
+
     async def list_jobs(
         self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
     ) -> list[JobRecord]:
@@ -328,6 +331,13 @@ class SQLiteStore(Store):
     async def count_queued(self) -> int:
         result: int = await self._read(lambda conn: self._scalar(conn, q.COUNT_QUEUED))
         return result
+
+    async def job_counts(self) -> list[tuple[str, str, int]]:
+        async def query(conn: aiosqlite.Connection) -> list[tuple[str, str, int]]:
+            async with conn.execute(q.JOB_COUNTS) as cursor:
+                return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+
+        return await self._read(query)
 
     async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         return await self._read(

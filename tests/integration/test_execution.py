@@ -4,19 +4,78 @@ retries with backoff, priorities, progress coalescing and ETA, and the global st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import multiprocessing
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-
+from aiohttp import web
 from conftest import MakeServer, Server, Submit, wait_for
+from pydantic import BaseModel
 from sse_client import StreamRead, read_stream
+
+from sse_jobs import JobContext, job
+from sse_jobs.config import Settings
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
-from sse_jobs.web import BROKER
+from sse_jobs.registry import Registry
+from sse_jobs.server import drain
+from sse_jobs.web import BROKER, create_app
 
 TERMINAL = {"completed", "failed", "cancelled"}
+
+
+# -- a job type private to this module --------------------------------------------------------
+# It reports progress at given times after it starts. The server under test gets it from a
+# registry of its own, so the shared registry (and GET /job-types of other tests) is left
+# alone; a worker process finds it by importing this module, which registers it there.
+
+SCHEDULED = "test-execution-scheduled-progress"
+
+
+class ScheduleParams(BaseModel):
+    at: list[float]
+
+
+def scheduled_progress(ctx: JobContext, params: ScheduleParams) -> dict[str, int]:
+    start = time.monotonic()
+    for number, offset in enumerate(params.at, start=1):
+        time.sleep(max(0.0, start + offset - time.monotonic()))
+        ctx.progress(100 * number / len(params.at), f"report {number}")
+    return {"reports": len(params.at)}
+
+
+if multiprocessing.parent_process() is not None:  # imported by a worker of the pool
+    job(SCHEDULED, params=ScheduleParams, max_attempts=1)(scheduled_progress)
+
+
+@contextlib.asynccontextmanager
+async def custom_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+    """Like the ``make_server`` fixture, but its registry holds only ``SCHEDULED``."""
+    registry = Registry()
+    registry.job(SCHEDULED, params=ScheduleParams, max_attempts=1)(scheduled_progress)
+    settings = dataclasses.replace(
+        Settings(db=tmp_path / "custom.db", workers=1, port=0, heartbeat=15.0,
+                 cancel_grace=1.0, retry_base=0.05, retry_max=0.2, shutdown_grace=2.0),
+        **overrides)
+    runner = web.AppRunner(create_app(settings, registry), handler_cancellation=True,
+                           shutdown_timeout=2.0)
+    await runner.setup()
+    server = Server("", runner.app, runner, settings)
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield server
+    finally:
+        if runner.server is not None:
+            await drain(runner.app)
+        await runner.cleanup()
 
 
 def parse_time(text: str) -> float:
@@ -71,7 +130,7 @@ def assert_cancelled(read: StreamRead) -> None:
     last = read.data()[-1]
     assert last["state"] == "cancelled"
     assert last["error"]["type"] == "cancelled"
-    assert "progress" not in read.names[read.names.index("cancelled") + 1:]
+    assert read.names.count("cancelled") == 1
 
 
 # -- cancel -------------------------------------------------------------------------------
@@ -127,7 +186,6 @@ async def test_timeout_fails_the_attempt_and_the_next_job_runs(
     server: Server, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
     job = await submit(server, "spin", {"seconds": 60}, timeout=0.5)
-    assert job["timeout"] == 0.5
     started = time.monotonic()
     read = await run_to_end(http, server, job["id"], timeout=15)
     assert time.monotonic() - started < 10
@@ -214,6 +272,17 @@ async def test_exception_is_retried_with_bounded_backoff(
     final = await get_job(http, server, job["id"])
     assert final["attempt"] == 3
     assert final["state"] == "completed"
+
+
+async def test_job_completed_after_a_retry_has_no_error(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "flaky", {"failures": 1})
+    read = await run_to_end(http, server, job["id"])
+    assert read.names[-1] == "completed"
+    final = await get_job(http, server, job["id"])
+    assert final["state"] == "completed"
+    assert final["result"] == {"attempt": 2}
     assert final["error"] is None
 
 
@@ -258,7 +327,7 @@ async def test_debug_server_includes_the_traceback(
 async def test_higher_priority_runs_first(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
-    server = await make_server(workers=1, heartbeat=0.3)
+    server = await make_server(workers=1)
     blocker = await submit(server, "polite", {"seconds": 60})
     await wait_processing(http, server, blocker["id"])
     low = await submit(server, "echo", {"value": "low"}, priority=-5)
@@ -267,14 +336,17 @@ async def test_higher_priority_runs_first(
     assert (low["priority"], default["priority"], high["priority"]) == (-5, 0, 5)
 
     await cancel(http, server, blocker["id"])
-    for job in (low, default, high):
-        await run_to_end(http, server, job["id"])
+    for queued in (low, default, high):
+        await run_to_end(http, server, queued["id"])
 
     starts = {name: parse_time((await get_job(http, server, job["id"]))["started_at"])
               for name, job in (("low", low), ("default", default), ("high", high))}
     assert starts["high"] < starts["default"] < starts["low"], starts
 
-    everything = await read_global(http, server, after=0, count=None, settle=True)
+    def all_done(events: list[ServerSentEvent]) -> bool:
+        return sum(e.event in TERMINAL for e in events) == 4
+
+    everything = await read_global(http, server, after=0, until=all_done)
     started = [orjson.loads(e.data)["job_id"] for e in everything if e.event == "processing"]
     assert started == [blocker["id"], high["id"], default["id"], low["id"]]
 
@@ -282,7 +354,7 @@ async def test_higher_priority_runs_first(
 # -- progress ------------------------------------------------------------------------------
 
 
-async def test_progress_is_coalesced_to_the_rate_and_keeps_the_latest(
+async def test_progress_is_coalesced_and_keeps_the_latest(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
     server = await make_server(progress_rate=5)
@@ -291,12 +363,15 @@ async def test_progress_is_coalesced_to_the_rate_and_keeps_the_latest(
 
     assert read.names[:2] == ["queued", "processing"]
     assert read.names[-1] == "completed"
-    progress = [d for d in read.data() if d["event"] == "progress"]
-    assert len(progress) == len(read.names) - 3
     data = read.data()
+    progress = [d for d in data if d["event"] == "progress"]
+    assert len(progress) == len(read.names) - 3
     duration = parse_time(data[-1]["at"]) - parse_time(data[1]["at"])
     assert 1.0 <= duration < 10, duration
-    assert 1 <= len(progress) <= 5 * duration + 2, (len(progress), duration)
+    # Far below the 200 reports. The exact bound (5/s x duration + 2) is not asserted here:
+    # a product bug makes it timing-dependent with evenly spaced reports; see
+    # test_progress_rate_limit_holds_when_reports_are_uneven for a deterministic check.
+    assert 1 <= len(progress) <= 2 * 5 * duration + 2, (len(progress), duration)
     assert progress[-1]["progress"] == 100.0
     assert progress[-1]["message"].startswith("200 ")
     values = [p["progress"] for p in progress]
@@ -306,6 +381,28 @@ async def test_progress_is_coalesced_to_the_rate_and_keeps_the_latest(
     final = await get_job(http, server, job["id"])
     assert final["progress"] == 100.0
     assert final["last_event_id"] == read.ids[-1]
+
+
+async def test_progress_rate_limit_holds_when_reports_are_uneven(
+    tmp_path: Path, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    rate, pause = 5.0, 0.02
+    # r0 is written; r1 (0.08 s later) is held and arms a flush timer for 0.28 s; r2 at
+    # 0.22 s is 1/rate after r0; then steady reports until 0.8 s.
+    schedule = [0.0, 0.08, *(round(0.22 + pause * i, 2) for i in range(30))]
+    async with custom_server(tmp_path, progress_rate=rate) as server:
+        job = await submit(server, SCHEDULED, {"at": schedule})
+        read = await run_to_end(http, server, job["id"])
+
+    assert read.names[-1] == "completed"
+    progress = [d for d in read.data() if d["event"] == "progress"]
+    assert progress[-1]["progress"] == 100.0
+    # Writes are at least 1/rate apart, so over the ~0.8 s of reports at most
+    # 0.8 * rate + 1 events are stored, plus the newest value flushed at the end. (An
+    # event's ``at`` is when its report arrived, which for a held report is before it
+    # was written, so gaps between ``at`` values do not show the write rate.)
+    span = parse_time(progress[-1]["at"]) - parse_time(progress[0]["at"])
+    assert len(progress) <= span * rate + 2, [p["at"] for p in progress]
 
 
 async def test_progress_rate_zero_stores_every_report(
@@ -345,33 +442,50 @@ async def test_progress_events_carry_progress_message_and_eta(
 # -- the global stream ----------------------------------------------------------------------
 
 
+Until = Callable[[list[ServerSentEvent]], bool]
+
+
 async def read_global(
-    http: aiohttp.ClientSession, server: Server, *, after: int | None, count: int | None,
-    settle: bool = False, timeout: float = 15.0,
+    http: aiohttp.ClientSession, server: Server, *, after: int | None, until: Until,
+    query: bool = False, timeout: float = 15.0,
 ) -> list[ServerSentEvent]:
-    """Read ``/api/v1/events`` from ``after`` (None: no Last-Event-ID) until ``count`` events,
-    or with ``settle`` until two heartbeats have followed the replay (so nothing more is
-    pending). The server must run with a short heartbeat for ``settle``."""
-    headers = {} if after is None else {"Last-Event-ID": str(after)}
+    """Read ``/api/v1/events`` from ``after`` (None: no Last-Event-ID) until ``until`` holds
+    for the events received so far (the global stream never ends by itself)."""
+    url, headers = server.api("/events"), {}
+    if after is not None and query:
+        url += f"?last_event_id={after}"
+    elif after is not None:
+        headers["Last-Event-ID"] = str(after)
     events: list[ServerSentEvent] = []
-    async with asyncio.timeout(timeout), http.get(server.api("/events"),
-                                                  headers=headers) as response:
+    async with asyncio.timeout(timeout), http.get(url, headers=headers) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         parser = EventStreamParser()
         async for chunk in response.content.iter_any():
             events.extend(parser.feed(chunk))
-            if count is not None and len(events) >= count:
-                break
-            if settle and parser.comments >= 2:
+            if until(events):
                 break
     return events
 
 
+def count(n: int) -> Until:
+    return lambda events: len(events) >= n
+
+
+def global_ids(events: list[ServerSentEvent]) -> list[int]:
+    return [int(e.id or 0) for e in events]
+
+
+async def wait_global_subscribers(server: Server, number: int) -> None:
+    async def subscribed() -> bool:
+        return server.app[BROKER].counts()[1] >= number
+
+    await wait_for(subscribed, timeout=10)
+
+
 async def test_global_stream_replays_resumes_and_starts_live(
-    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+    server: Server, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
-    server = await make_server(heartbeat=0.3)
     first = await submit(server, "echo", {"value": 1})
     first_events = await run_to_end(http, server, first["id"])
     second = await submit(server, "flaky", {"failures": 1})
@@ -379,44 +493,56 @@ async def test_global_stream_replays_resumes_and_starts_live(
     total = len(first_events.ids) + len(second_events.ids)
     assert total == 3 + 5
 
-    # everything, in global order
-    everything = await read_global(http, server, after=0, count=None, settle=True)
-    ids = [int(e.id or 0) for e in everything]
-    assert ids == list(range(1, total + 1))
+    # everything, in global order, by header and by query
+    everything = await read_global(http, server, after=0, until=count(total))
+    assert global_ids(everything) == list(range(1, total + 1))
     by_job: dict[str, list[str]] = {}
     for event in everything:
         data = orjson.loads(event.data)
         assert data["event"] == event.event
         by_job.setdefault(data["job_id"], []).append(event.event)
     assert by_job == {first["id"]: first_events.names, second["id"]: second_events.names}
+    by_query = await read_global(http, server, after=0, until=count(total), query=True)
+    assert [e.data for e in by_query] == [e.data for e in everything]
 
-    # the query form works the same
-    async with asyncio.timeout(15), http.get(server.api("/events?last_event_id=0")) as response:
-        parser, replayed = EventStreamParser(), []
-        async for chunk in response.content.iter_any():
-            replayed.extend(parser.feed(chunk))
-            if len(replayed) >= total:
-                break
-    assert [int(e.id or 0) for e in replayed] == ids
+    async def resume_exactly(position: int) -> None:
+        """From ``position``: the stored events after it, then (proving nothing else was
+        pending) the first event of a job submitted once those are in."""
+        nonlocal total
+        expected = total - position
+        marker: dict[str, Any] = {}
 
-    # resuming from every position yields exactly what followed it
+        async def submit_marker() -> None:
+            marker.update(await submit(server, "echo", {"value": "marker"}))
+
+        def until(events: list[ServerSentEvent]) -> bool:
+            # called for every chunk, the first being the ``retry:`` line
+            if len(events) == expected and not pending:
+                pending.append(asyncio.ensure_future(submit_marker()))
+            return len(events) > expected
+
+        pending: list[asyncio.Future[None]] = []
+        resumed = await read_global(http, server, after=position, until=until)
+        await asyncio.gather(*pending)
+        assert global_ids(resumed) == list(range(position + 1, total + 2))
+        assert [e.data for e in resumed[:expected]] == [e.data for e in everything[position:]]
+        assert resumed[-1].event == "queued"
+        assert orjson.loads(resumed[-1].data)["job_id"] == marker["id"]
+        marker_events = await run_to_end(http, server, marker["id"])
+        everything.extend(await read_global(http, server, after=total,
+                                             until=count(len(marker_events.ids))))
+        total += len(marker_events.ids)
+
     for position in (1, 3, total - 1, total):
-        resumed = await read_global(http, server, after=position, count=None, settle=True)
-        assert [int(e.id or 0) for e in resumed] == list(range(position + 1, total + 1))
-        assert [e.data for e in resumed] == [e.data for e in everything[position:]]
+        await resume_exactly(position)
+    assert global_ids(everything) == list(range(1, total + 1))
 
     # no Last-Event-ID: live only, no replay of older events
-    live_task = asyncio.create_task(read_global(http, server, after=None, count=3))
-    await _wait_global_subscribers(server, 1)
+    live_task = asyncio.create_task(read_global(http, server, after=None, until=count(3)))
+    await wait_global_subscribers(server, 1)
     third = await submit(server, "echo", {"value": 3})
     live = await live_task
-    assert [int(e.id or 0) for e in live] == [total + 1, total + 2, total + 3]
+    assert global_ids(live) == [total + 1, total + 2, total + 3]
     assert [e.event for e in live] == ["queued", "processing", "completed"]
     assert {orjson.loads(e.data)["job_id"] for e in live} == {third["id"]}
 
-
-async def _wait_global_subscribers(server: Server, count: int) -> None:
-    async def subscribed() -> bool:
-        return server.app[BROKER].counts()[1] >= count
-
-    await wait_for(subscribed, timeout=10)

@@ -8,9 +8,9 @@ import subprocess
 
 import aiohttp
 import pytest
-
 from conftest import MakeServer, Server, Submit
 from sse_client import read_stream
+
 from sse_jobs.eventstream import EventStreamParser
 
 
@@ -75,7 +75,8 @@ async def test_resume_from_every_position_by_header_and_query(
                                      until_terminal=False)
         assert by_header.ids == expected, position
         assert by_query.ids == expected, position
-        assert by_header.closed_by_server and by_query.closed_by_server
+        assert by_header.closed_by_server
+        assert by_query.closed_by_server
 
 
 async def test_reconnect_with_nothing_left_on_terminal_job_gets_204(
@@ -84,7 +85,8 @@ async def test_reconnect_with_nothing_left_on_terminal_job_gets_204(
     job = await submit(server, "echo", {"value": 1})
     ids = await finished(http, server, job["id"])
     url = server.api(f"/jobs/{job['id']}/events")
-    for headers, query in (({"Last-Event-ID": str(ids[-1])}, ""), ({}, f"?last_event_id={ids[-1]}")):
+    attempts = (({"Last-Event-ID": str(ids[-1])}, ""), ({}, f"?last_event_id={ids[-1]}"))
+    for headers, query in attempts:
         async with http.get(url + query, headers=headers) as response:
             assert response.status == 204
             assert await response.read() == b""

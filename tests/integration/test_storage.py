@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import aiohttp
-
 from conftest import MakeServer, Submit, wait_for
 from sse_client import read_stream
+
 from sse_jobs.web import ENGINE, STORE
 
 

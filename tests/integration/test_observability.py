@@ -1,0 +1,153 @@
+"""Metrics, health, request ids, the OpenAPI document and the docs page."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+from conftest import MakeServer, Server, Submit, wait_for
+from openapi_spec_validator import validate
+from sse_client import read_stream
+
+from sse_jobs.models import Job
+from sse_jobs.web import ENGINE
+
+
+async def scrape(http: aiohttp.ClientSession, server: Server) -> dict[str, float]:
+    async with http.get(f"{server.url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def test_metrics_follow_jobs_as_they_run(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(workers=1)
+    done = await submit(server, "echo", {"value": 1})
+    await read_stream(http, server.api(f"/jobs/{done['id']}/events"))
+    idle = await scrape(http, server)
+    assert idle["sse_jobs_pool_workers_alive"] == 1  # announced before it ran the job
+    assert idle["sse_jobs_running_jobs"] == 0
+    blocker = await submit(server, "polite", {"seconds": 30})
+    await read_stream(http, server.api(f"/jobs/{blocker['id']}/events"), max_events=3)
+    waiting = await submit(server, "echo", {"value": 2})
+
+    during = await scrape(http, server)
+    assert during['sse_jobs_jobs{state="completed",type="echo"}'] == 1
+    assert during['sse_jobs_jobs{state="processing",type="polite"}'] == 1
+    assert during['sse_jobs_jobs{state="queued",type="echo"}'] == 1
+    assert during["sse_jobs_queue_depth"] == 1
+    assert during["sse_jobs_running_jobs"] == 1
+    assert during['sse_jobs_jobs_submitted_total{type="echo"}'] == 2
+    assert during['sse_jobs_events_stored_total{event="completed"}'] == 1
+    assert during['sse_jobs_job_duration_seconds_count{outcome="ok",type="echo"}'] == 1
+    assert during['sse_jobs_queue_wait_seconds_count{type="polite"}'] == 1
+    route = '{method="POST",route="/api/v1/jobs",status="202"}'
+    assert during[f"sse_jobs_http_request_duration_seconds_count{route}"] == 3
+
+    async with http.post(server.api(f"/jobs/{waiting['id']}/cancel")) as response:
+        assert response.status == 200
+    async with http.post(server.api(f"/jobs/{blocker['id']}/cancel")) as response:
+        assert response.status == 202
+    await read_stream(http, server.api(f"/jobs/{blocker['id']}/events"))
+    after = await scrape(http, server)
+    assert after['sse_jobs_jobs{state="cancelled",type="echo"}'] == 1
+    assert after['sse_jobs_jobs{state="cancelled",type="polite"}'] == 1
+    assert after["sse_jobs_queue_depth"] == 0
+    assert after["sse_jobs_running_jobs"] == 0
+    assert after['sse_jobs_events_stored_total{event="cancelled"}'] == 2
+
+
+async def test_open_stream_gauge_returns_to_zero_after_300_streams_close(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "polite", {"seconds": 30})
+    responses = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as streams:
+        for i in range(300):
+            path = "/events" if i % 10 == 0 else f"/jobs/{job['id']}/events"
+            response = await streams.get(server.api(path))
+            assert response.status == 200
+            await response.content.readuntil(b"\n\n")  # the retry: line: the stream is open
+            responses.append(response)
+        opened = await scrape(http, server)
+        assert opened['sse_jobs_open_streams{scope="job"}'] == 270
+        assert opened['sse_jobs_open_streams{scope="global"}'] == 30
+        for response in responses:
+            response.close()
+
+    async def all_closed() -> bool:
+        samples = await scrape(http, server)
+        return (samples['sse_jobs_open_streams{scope="job"}'] == 0
+                and samples['sse_jobs_open_streams{scope="global"}'] == 0)
+
+    await wait_for(all_closed, timeout=10)
+    async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as response:
+        assert response.status == 202
+
+
+async def test_healthz_is_503_when_the_pool_is_broken(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "ok", "database": "ok", "pool": "ok",
+                                         "dispatcher": "ok"}
+    await server.app[ENGINE].pool.close()
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 503
+        body = await response.json()
+    assert body["status"] == "unavailable"
+    assert body["pool"] == "down"
+
+
+async def test_request_id_is_echoed_or_made(server: Server, http: aiohttp.ClientSession) -> None:
+    async with http.get(server.api("/jobs"), headers={"X-Request-ID": "abc-123"}) as response:
+        assert response.headers["X-Request-ID"] == "abc-123"
+    async with http.get(server.api("/jobs"), headers={"X-Request-ID": "x" * 200}) as response:
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    async with http.get(server.api("/nope")) as response:
+        assert response.status == 404
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_openapi_document_is_valid_and_matches_the_resources(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{server.url}/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    events = document["paths"]["/api/v1/jobs/{id}/events"]["get"]["responses"]["200"]
+    assert "text/event-stream" in events["content"]
+    assert "CreateJob" in document["components"]["schemas"]
+
+    job = await submit(server, "echo", {"value": [1, "two"]})
+    await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+    async with http.get(server.api(f"/jobs/{job['id']}")) as response:
+        Job.model_validate(await response.json())  # the served shape is the documented one
+
+
+async def test_docs_page_is_served_without_external_resources(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{server.url}/docs") as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "/static/docs.js" in page
+    assert "http://" not in page
+    assert "https://" not in page
+    async with http.get(f"{server.url}/static/docs.js") as response:
+        assert response.status == 200
+        assert "https://" not in await response.text()
+    async with http.get(f"{server.url}/static/../pyproject.toml") as response:
+        assert response.status == 404
