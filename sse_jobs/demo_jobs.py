@@ -14,7 +14,7 @@ from sse_jobs.worker import JobContext
 
 
 class SleepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     seconds: float = Field(5.0, ge=0, le=86400, description="total time to wait")
     steps: int = Field(10, ge=1, le=100_000, description="progress events along the way")
@@ -34,7 +34,7 @@ SIEVE_CHUNK = 1 << 22
 
 
 class PrimesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     limit: int = Field(1_000_000, ge=2, le=2_000_000_000, description="count primes below this")
     segments: int = Field(10, ge=1, le=10_000, description="progress events along the way")
@@ -79,7 +79,7 @@ def _count_segment(low: int, high: int, base: list[int]) -> int:
 
 
 class ReportParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     rows: int = Field(1000, ge=1, le=1_000_000, description="rows in the CSV report")
     seed: int = Field(0, description="random seed, so a report can be reproduced")

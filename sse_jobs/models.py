@@ -18,7 +18,8 @@ INLINE_RESULT_LIMIT = 64 * 1024  # larger results are only served at links.resul
 class CreateJob(BaseModel):
     """The body of ``POST /api/v1/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON false is not a priority, nor "3" an attempt count
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(min_length=1, max_length=64, description="a registered job type")
     params: dict[str, Any] = Field(default_factory=dict, description="the type's parameters")

@@ -4,10 +4,12 @@ from what the server accepts."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from sse_jobs import __version__
 from sse_jobs.models import (
@@ -19,9 +21,18 @@ from sse_jobs.models import (
     JobTypes,
     Problem,
 )
+from sse_jobs.registry import Registry
 
 _REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = [CreateJob, Health, Job, JobList, JobTypes, Problem]
+
+# From a new job to what can be done with it (used by clients and stateful API testing).
+_LINKS = {
+    operation: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
+    for operation in ("getJob", "cancelJob", "getResult", "deleteJob", "jobEvents")
+}
+
+_STATE = "(queued|processing|completed|failed|cancelled)"
 
 _EVENTS_DESCRIPTION = (
     "Server-Sent Events. Each event has `id`, `event` (queued, processing, progress, "
@@ -29,9 +40,14 @@ _EVENTS_DESCRIPTION = (
     "`Last-Event-ID` (or `?last_event_id=`) to resume after that id.")
 
 
-def build() -> dict[str, Any]:
-    """The whole document."""
-    _, schemas = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=_REF)
+def build(registry: Registry) -> dict[str, Any]:
+    """The whole document, with the request body of each registered job type."""
+    params_models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (t.params, "validation") for t in registry]
+    refs, schemas = models_json_schema(
+        [*((m, "serialization") for m in _MODELS), *params_models], ref_template=_REF)
+    definitions = schemas["$defs"]
+    submissions = _submissions(registry, definitions, refs)
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "the job's id"}
     resume = [
@@ -46,22 +62,25 @@ def build() -> dict[str, Any]:
                  "description": "Long-running requests as jobs with live SSE progress."},
         "paths": {
             f"{API}/jobs": {
-                "post": _op("createJob", "Submit a job", body="CreateJob", responses={
-                    "202": _json("Job", "accepted", location=True),
+                "post": _op("createJob", "Submit a job", body=submissions, responses={
+                    "202": {**_json("Job", "accepted", location=True), "links": _LINKS},
                     "200": _json("Job", "the job already made for this Idempotency-Key"),
                 }, problems=(400, 413, 415, 422, 503), parameters=[
                     {"name": "Idempotency-Key", "in": "header", "required": False,
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                "pattern": "^[\\x20-\\x7e]+$"}},
                 ]),
                 "get": _op("listJobs", "List jobs, newest first", parameters=[
                     {"name": "state", "in": "query", "required": False,
-                     "schema": {"type": "string"}, "description": "comma separated states"},
+                     "schema": {"type": "string", "pattern": f"^({_STATE}(,{_STATE})*)?$"},
+                     "description": "comma separated states; empty means any"},
                     {"name": "type", "in": "query", "required": False,
                      "schema": {"type": "string"}, "description": "comma separated types"},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "cursor", "in": "query", "required": False,
-                     "schema": {"type": "string"}},
+                     "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+                     "description": "`next` of the previous page"},
                 ], responses={"200": _json("JobList", "a page of jobs")}, problems=(400,)),
             },
             f"{API}/jobs/{{id}}": {
@@ -109,20 +128,37 @@ def build() -> dict[str, Any]:
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}),
             },
         },
-        "components": {"schemas": schemas["$defs"]},
+        "components": {"schemas": definitions},
     }
 
 
+def _submissions(registry: Registry, definitions: dict[str, Any],
+                 refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> dict[str, Any]:
+    """The body of POST /jobs: one variant per job type, told apart by ``type``."""
+    variants = []
+    for job_type in registry:
+        name = f"Submit_{job_type.name}"
+        variant = copy.deepcopy(definitions["CreateJob"])
+        variant["title"] = f"Submit a {job_type.name} job"
+        variant["properties"]["type"] = {"const": job_type.name}
+        variant["properties"]["params"] = refs[(job_type.params, "validation")]
+        definitions[name] = variant
+        variants.append({"$ref": _REF.format(model=name)})
+    return {"oneOf": variants, "discriminator": {"propertyName": "type", "mapping": {
+        t.name: _REF.format(model=f"Submit_{t.name}") for t in registry}}}
+
+
+
 def _op(operation_id: str, summary: str, *, responses: dict[str, Any],
-        parameters: list[dict[str, Any]] | None = None, body: str | None = None,
+        parameters: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
         problems: tuple[int, ...] = ()) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary,
                                  "responses": dict(responses)}
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": {"$ref": _REF.format(model=body)}}}}
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": body}}}
     for status in problems:
         operation["responses"][str(status)] = {
             "description": "problem", "content": {"application/problem+json": {

@@ -7,7 +7,6 @@ import mimetypes
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -282,25 +281,29 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
-    states = _csv(query.getall("state", []))
+    states = _csv(query.getall("state", []), "state")
     unknown = [s for s in states if s not in JobState.__members__.values()]
     if unknown:
         raise BadRequest(f"unknown state {unknown[0]!r}; use one of "
                          + ", ".join(s.value for s in JobState))
     limit = _int_param(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    cursor = query.get("cursor") or None
+    cursor = query.get("cursor")
     if cursor is not None and not is_job_id(cursor):
         raise BadRequest("cursor is not one this server handed out")
     records = await request.app[STORE].list_jobs(
-        states=[JobState(s) for s in states], types=_csv(query.getall("type", [])),
+        states=[JobState(s) for s in states], types=_csv(query.getall("type", []), "type"),
         before=cursor, limit=limit + 1)
     page = records[:limit]
     next_cursor = page[-1].id if len(records) > limit else None
     return json_response({"jobs": [job_resource(r) for r in page], "next": next_cursor})
 
 
-def _csv(values: list[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+def _csv(values: list[str], name: str) -> list[str]:
+    """Repeated and comma separated values; an empty parameter means no filter."""
+    parts = [part for value in values if value for part in value.split(",")]
+    if "" in parts:
+        raise BadRequest(f"{name} has an empty item; separate values with single commas")
+    return parts
 
 
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -406,10 +409,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=registry.render(), headers={"Content-Type": METRICS_TYPE})
 
 
-@cache
-def _openapi_bytes() -> bytes:
-    return orjson.dumps(openapi.build())
-
-
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.Response(body=_openapi_bytes(), content_type="application/json")
+    return web.Response(body=orjson.dumps(openapi.build(request.app[ENGINE].registry)),
+                        content_type="application/json")

@@ -110,6 +110,7 @@ def submit(http: aiohttp.ClientSession) -> Submit:
 class Process:
     proc: subprocess.Popen[str]
     url: str
+    log: Path  # the server's stderr
 
     def api(self, path: str = "") -> str:
         return f"{self.url}/api/v1{path}"
@@ -122,20 +123,21 @@ SpawnServer = Callable[..., Process]
 def spawn_server(tmp_path: Path) -> Iterator[SpawnServer]:
     processes: list[subprocess.Popen[str]] = []
 
-    def spawn(*args: str, db: Path | None = None, env: dict[str, str] | None = None) -> Process:
+    def spawn(*args: str, db: Path | None = None, env: dict[str, str] | None = None,
+              test_jobs: bool = True) -> Process:
         command = [sys.executable, "-m", "sse_jobs", "serve", "--port", "0",
-                   "--db", str(db or tmp_path / "jobs.db"), "--jobs", "testjobs",
-                   "--workers", "2", *args]
+                   "--db", str(db or tmp_path / "jobs.db"), "--workers", "2",
+                   *(["--jobs", "testjobs"] if test_jobs else []), *args]
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-        log = (tmp_path / f"server-{len(processes)}.log").open("w")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
-                                env=environment)
-        log.close()
+        log = tmp_path / f"server-{len(processes)}.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                    env=environment)
         processes.append(proc)
         line = _first_line(proc, timeout=30)
         assert line.startswith("sse-jobs listening on http://127.0.0.1:"), line
-        return Process(proc, line.split()[-1])
+        return Process(proc, line.split()[-1], log)
 
     yield spawn
     for proc in processes:

@@ -1,0 +1,352 @@
+"""Load generators. Each runs in its own process (see ``common.ClientGroup``), talks to
+127.0.0.1 only, is bounded in count and time, and checks correctness while it measures:
+every subscriber must get every event id, in order, with no gap and no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmarks.common import percentile, recv, session
+from sse_jobs.eventstream import EventStreamParser
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+MAX_ERRORS = 20
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+@dataclass
+class SubscribeSpec:
+    """``count`` subscribers of ``url`` in one process."""
+
+    url: str
+    count: int
+    timeout: float
+    headers: dict[str, str] = field(default_factory=dict)
+    end_job: str | None = None  # stop at this job's terminal event (None: any terminal)
+    expect: int | None = None  # events each subscriber must receive, replay included
+    connect_concurrency: int = 100
+    latency: bool = False  # progress messages carry "i time.time()"
+    job_seq: bool = False  # global stream: also check every job's seq is contiguous
+
+
+class Tally:
+    """What one process's subscribers saw."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.connected = 0
+        self.refused = 0
+        self.finished = 0
+        self.events = 0
+        self.counts: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.first_publish = math.inf
+        self.last_recv = 0.0
+        self.latencies = array("d")
+        self.all_connected = asyncio.Event()
+
+    def fail(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+    def settle(self, connected: bool) -> None:
+        if connected:
+            self.connected += 1
+        else:
+            self.refused += 1
+        if self.connected + self.refused >= self.count:
+            self.all_connected.set()
+
+    def result(self) -> dict[str, Any]:
+        return {"subscribers": self.count, "connected": self.connected,
+                "finished": self.finished, "events": self.events,
+                "counts": dict(self.counts), "errors": self.errors,
+                "error_count": self.error_count, "first_publish": self.first_publish,
+                "last_recv": self.last_recv, "latencies": self.latencies.tobytes()}
+
+
+class _Checker:
+    """One stream's correctness: consecutive ids; with ``job_seq``, each job's seq too."""
+
+    def __init__(self, spec: SubscribeSpec, tally: Tally) -> None:
+        self.spec, self.tally = spec, tally
+        self.last: int | None = None
+        self.count = 0
+        self.seqs: dict[str, int] = {}
+        self.ended = False
+
+    def take(self, event: Any, now: float) -> None:
+        tally = self.tally
+        ident = int(event.id) if event.id is not None else -1
+        if self.last is not None and ident != self.last + 1:
+            tally.fail(f"id {ident} after {self.last}")
+        self.last = ident
+        self.count += 1
+        name = event.event
+        need_data = self.spec.job_seq or name in TERMINAL or (
+            self.spec.latency and name == "progress")
+        if not need_data:
+            return
+        data = orjson.loads(event.data)
+        if self.spec.latency and name == "progress":
+            sent = float(data["message"].split()[1])
+            tally.first_publish = min(tally.first_publish, sent)
+            tally.latencies.append(now - sent)
+        if self.spec.job_seq:
+            job, seq = data["job_id"], data["seq"]
+            previous = self.seqs.get(job)
+            if previous is not None and seq != previous + 1:
+                tally.fail(f"job {job}: seq {seq} after {previous}")
+            self.seqs[job] = seq
+        if name in TERMINAL and self.spec.end_job in (None, data["job_id"]):
+            self.ended = True
+
+
+async def _subscribe(http: aiohttp.ClientSession, spec: SubscribeSpec, tally: Tally,
+                     gate: asyncio.Semaphore) -> None:
+    """One subscriber: connect (at most ``connect_concurrency`` at a time), read and check
+    every event until the end event."""
+    check = _Checker(spec, tally)
+    await gate.acquire()
+    connecting = True
+    try:
+        async with http.get(spec.url, headers=spec.headers) as response:
+            if response.status != 200:
+                tally.fail(f"status {response.status}")
+                return
+            parser = EventStreamParser()
+            async for chunk in response.content.iter_any():
+                now = time.time()
+                if connecting:
+                    connecting = False
+                    gate.release()
+                    tally.settle(True)
+                for event in parser.feed(chunk):
+                    check.take(event, now)
+                    if check.ended:
+                        break
+                if check.ended:
+                    tally.last_recv = max(tally.last_recv, now)
+                    break
+            if not check.ended:
+                tally.fail("the server ended the stream before the end event")
+    except (aiohttp.ClientError, OSError, ValueError, KeyError) as exc:
+        tally.fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        if connecting:
+            gate.release()
+            tally.settle(False)
+        tally.events += check.count
+        tally.counts[check.count] += 1
+        if check.ended:
+            tally.finished += 1
+            if spec.expect is not None and check.count != spec.expect:
+                tally.fail(f"got {check.count} events, expected {spec.expect}")
+
+
+async def subscribers(spec: SubscribeSpec, conn: Connection) -> None:
+    """Open ``spec.count`` streams; say ``ready`` once all are open; say ``done`` with the
+    tally once every one has seen its end event (or ``spec.timeout`` has passed)."""
+    tally = Tally(spec.count)
+    deadline = time.monotonic() + spec.timeout
+    async with session() as http:
+        gate = asyncio.Semaphore(spec.connect_concurrency)
+        tasks = [asyncio.create_task(_subscribe(http, spec, tally, gate))
+                 for _ in range(spec.count)]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tally.all_connected.wait(), deadline - time.monotonic())
+        conn.send(("ready", {"connected": tally.connected, "refused": tally.refused}))
+        _done, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
+        if pending:
+            tally.fail(f"{len(pending)} subscribers had not finished after {spec.timeout}s")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    conn.send(("done", tally.result()))
+
+
+def merge(tallies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several processes' tallies as one; latencies in seconds, as an array."""
+    latencies = array("d")
+    for tally in tallies:
+        latencies.frombytes(tally["latencies"])
+    counts: Counter[int] = Counter()
+    for tally in tallies:
+        counts.update({int(k): v for k, v in tally["counts"].items()})
+    errors = [e for tally in tallies for e in tally["errors"]][:MAX_ERRORS]
+    return {
+        "subscribers": sum(t["subscribers"] for t in tallies),
+        "connected": sum(t["connected"] for t in tallies),
+        "finished": sum(t["finished"] for t in tallies),
+        "events": sum(t["events"] for t in tallies),
+        "counts": dict(counts), "errors": errors,
+        "error_count": sum(t["error_count"] for t in tallies),
+        "first_publish": min(t["first_publish"] for t in tallies),
+        "last_recv": max(t["last_recv"] for t in tallies), "latencies": latencies,
+    }
+
+
+# -- publisher for the bare peer ----------------------------------------------------------
+
+
+@dataclass
+class PublishSpec:
+    url: str
+    events: int
+    interval: float
+    timeout: float
+
+
+async def publisher(spec: PublishSpec, conn: Connection) -> None:
+    """POST ``events`` progress events to the bare peer, paced like the ``ticker`` job
+    (one in flight; each message carries its ``time.time()``), then a ``completed``."""
+    async with session(1) as http:
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        start = time.monotonic()
+        async with asyncio.timeout(spec.timeout):
+            for i in range(1, spec.events + 1):
+                if spec.interval:
+                    pause = start + i * spec.interval - time.monotonic()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                data = {"job_id": "bare", "seq": i, "event": "progress", "state": "processing",
+                        "at": None, "progress": 100 * i / spec.events,
+                        "message": f"{i} {time.time():.6f}", "eta": None}
+                await _post(http, f"{spec.url}/publish?event=progress", data)
+            await _post(http, f"{spec.url}/publish?event=completed",
+                        {"job_id": "bare", "event": "completed", "state": "completed"})
+    conn.send(("done", None))
+
+
+async def _post(http: aiohttp.ClientSession, url: str, data: dict[str, Any]) -> None:
+    async with http.post(url, data=orjson.dumps(data)) as response:
+        response.raise_for_status()
+        await response.read()
+
+
+# -- job throughput -----------------------------------------------------------------------
+
+
+@dataclass
+class ThroughputSpec:
+    url: str
+    jobs: int
+    concurrency: int
+    timeout: float
+
+
+async def throughput_ours(spec: ThroughputSpec, conn: Connection) -> None:
+    """Follow the global stream, submit ``jobs`` noop jobs over HTTP (``concurrency`` in
+    flight), and stop the clock at the last ``completed`` event: events are sent only
+    after their commit, so that is when the last job is persisted as completed."""
+    async with session() as http, asyncio.timeout(spec.timeout), http.get(
+            f"{spec.url}/api/v1/events") as stream:
+        parser = EventStreamParser()
+        first = await stream.content.readany()
+        parser.feed(first)  # the stream is subscribed once its first bytes arrive
+        events: dict[str, list[tuple[int, str]]] = {}
+        errors: list[str] = []
+        reader = asyncio.create_task(_read_until_completed(stream, parser, spec.jobs, events,
+                                                           errors))
+        latencies: list[float] = []
+        gate = asyncio.Semaphore(spec.concurrency)
+        started = time.perf_counter()
+        ids = await asyncio.gather(*(_submit(http, spec.url, i, gate, latencies)
+                                     for i in range(spec.jobs)))
+        submitted = time.perf_counter()
+        finished = await reader
+    for job_id in ids:
+        seen = events.get(job_id, [])
+        if seen != [(1, "queued"), (2, "processing"), (3, "completed")]:
+            errors.append(f"job {job_id} events {seen}")
+    conn.send(("done", {"seconds": finished - started, "submit_seconds": submitted - started,
+                        "submit_p50_ms": 1000 * percentile(latencies, 50),
+                        "submit_p99_ms": 1000 * percentile(latencies, 99),
+                        "jobs": len(set(ids)), "errors": errors[:MAX_ERRORS]}))
+
+
+async def _submit(http: aiohttp.ClientSession, url: str, n: int, gate: asyncio.Semaphore,
+                  latencies: list[float]) -> str:
+    async with gate:
+        begin = time.perf_counter()
+        async with http.post(f"{url}/api/v1/jobs",
+                             json={"type": "noop", "params": {"n": n}}) as response:
+            body = await response.json()
+            if response.status != 202:
+                raise RuntimeError(f"submit: {response.status} {body}")
+        latencies.append(time.perf_counter() - begin)
+        job_id: str = body["id"]
+        return job_id
+
+
+async def _read_until_completed(stream: aiohttp.ClientResponse, parser: EventStreamParser,
+                                jobs: int, events: dict[str, list[tuple[int, str]]],
+                                errors: list[str]) -> float:
+    completed, last = 0, None
+    async for chunk in stream.content.iter_any():
+        for event in parser.feed(chunk):
+            ident = int(event.id or -1)
+            if last is not None and ident != last + 1:
+                errors.append(f"global id {ident} after {last}")
+            last = ident
+            data = orjson.loads(event.data)
+            events.setdefault(data["job_id"], []).append((data["seq"], event.event))
+            if event.event == "completed":
+                completed += 1
+            elif event.event in TERMINAL:
+                errors.append(f"job {data['job_id']} {event.event}")
+                completed += 1
+        if completed >= jobs:
+            return time.perf_counter()
+    raise RuntimeError("the global stream ended early")
+
+
+@dataclass
+class HueySpec:
+    db: str
+    jobs: int
+    timeout: float
+
+
+async def throughput_huey(spec: HueySpec, conn: Connection) -> None:
+    """Enqueue ``jobs`` noop tasks into SqliteHuey and stop the clock when all their
+    results are stored (polled every 5 ms); then check every result."""
+    conn.send(("done", await asyncio.to_thread(_huey_run, spec)))
+
+
+def _huey_run(spec: HueySpec) -> dict[str, Any]:
+    import os
+
+    os.environ["BENCH_HUEY_DB"] = spec.db
+    from benchmarks.peers import huey_app
+
+    storage = huey_app.huey.storage
+    deadline = time.monotonic() + spec.timeout
+    started = time.perf_counter()
+    handles = [huey_app.noop(n) for n in range(spec.jobs)]
+    enqueued = time.perf_counter()
+    while storage.result_store_size() < spec.jobs:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Huey stored {storage.result_store_size()} of {spec.jobs}")
+        time.sleep(0.005)
+    finished = time.perf_counter()
+    values = [handle.get() for handle in handles]
+    errors = [] if values == list(range(spec.jobs)) else ["Huey results differ from inputs"]
+    return {"seconds": finished - started, "submit_seconds": enqueued - started,
+            "jobs": spec.jobs, "errors": errors}
