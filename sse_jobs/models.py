@@ -71,9 +71,14 @@ class Job(BaseModel):
     links: JobLinks
 
 
+class JobListLinks(BaseModel):
+    events: str = Field(description="the global stream from the moment of this listing")
+
+
 class JobList(BaseModel):
     jobs: list[Job]
     next: str | None = Field(description="cursor of the next page; null on the last one")
+    links: JobListLinks
 
 
 class JobTypeDefaults(BaseModel):

@@ -76,6 +76,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
         web.get("/metrics", metrics, allow_head=False),
         web.get("/openapi.json", openapi_document, allow_head=False),
         web.get("/docs", static_page("docs.html"), allow_head=False),
+        web.get("/", static_page("index.html"), allow_head=False),
     ]
     app.add_routes(api)
     app.router.add_static("/static/", static_dir())
@@ -88,9 +89,16 @@ def static_dir() -> Path:
     return installed if installed.is_dir() else Path(__file__).parent.parent / "static"
 
 
+# Pages may run only their own scripts and talk only to this server.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+            "form-action 'self'")
+
+
 def static_page(name: str) -> Handler:
     async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(static_dir() / name)
+        return web.FileResponse(static_dir() / name, headers={
+            "Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
 
     return page
 
@@ -290,12 +298,16 @@ async def list_jobs(request: web.Request) -> web.Response:
     cursor = query.get("cursor")
     if cursor is not None and not is_job_id(cursor):
         raise BadRequest("cursor is not one this server handed out")
+    # The global stream from this point on: a page listing the jobs then follows it
+    # without missing what changes in between.
+    newest = await request.app[STORE].last_event_id()
     records = await request.app[STORE].list_jobs(
         states=[JobState(s) for s in states], types=_csv(query.getall("type", []), "type"),
         before=cursor, limit=limit + 1)
     page = records[:limit]
     next_cursor = page[-1].id if len(records) > limit else None
-    return json_response({"jobs": [job_resource(r) for r in page], "next": next_cursor})
+    return json_response({"jobs": [job_resource(r) for r in page], "next": next_cursor,
+                          "links": {"events": f"{API}/events?last_event_id={newest}"}})
 
 
 def _csv(values: list[str], name: str) -> list[str]:

@@ -672,7 +672,8 @@ async def list_ids(http: aiohttp.ClientSession, server: Server, query: str = "")
         assert response.status == 200, await response.text()
         assert response.content_type == "application/json"
         body = await response.json()
-    assert set(body) == {"jobs", "next"}
+    assert set(body) == {"jobs", "next", "links"}
+    assert re.fullmatch(r"/api/v1/events\?last_event_id=\d+", body["links"]["events"])
     return [job["id"] for job in body["jobs"]]
 
 

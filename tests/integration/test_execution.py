@@ -546,3 +546,18 @@ async def test_global_stream_replays_resumes_and_starts_live(
     assert [e.event for e in live] == ["queued", "processing", "completed"]
     assert {orjson.loads(e.data)["job_id"] for e in live} == {third["id"]}
 
+
+
+async def test_listing_links_to_the_global_stream_from_that_moment(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    """A page lists jobs, then follows links.events: it misses nothing that changed since."""
+    first = await submit(server, "echo", {"value": 1})
+    await run_to_end(http, server, first["id"])
+    async with http.get(server.api("/jobs")) as response:
+        listing = await response.json()
+    later = await submit(server, "echo", {"value": 2})
+    read = await read_stream(http, server.url + listing["links"]["events"], max_events=3,
+                             until_terminal=False)
+    assert [(e.event, orjson.loads(e.data)["job_id"]) for e in read.events] == [
+        ("queued", later["id"]), ("processing", later["id"]), ("completed", later["id"])]
