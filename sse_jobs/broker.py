@@ -29,8 +29,9 @@ class SubscriptionClosed(Exception):
 class Subscription:
     """One stream's view of the live events: a job's, or every job's when ``job_id`` is None."""
 
-    def __init__(self, job_id: str | None, maxsize: int) -> None:
+    def __init__(self, job_id: str | None, principal: str, maxsize: int) -> None:
         self.job_id = job_id
+        self.principal = principal
         self._maxsize = maxsize
         self._events: deque[Event] = deque()
         self._ready = asyncio.Event()
@@ -78,26 +79,36 @@ class Broker:
         self.queue_size = queue_size
         self._by_job: dict[str, set[Subscription]] = {}
         self._global: set[Subscription] = set()
+        self._per_principal: dict[str, int] = {}
         self.dropped = 0
 
-    def subscribe(self, job_id: str | None) -> Subscription:
-        subscription = Subscription(job_id, self.queue_size)
+    def subscribe(self, job_id: str | None, principal: str) -> Subscription:
+        """A job's live events, or (``job_id`` None) those of all ``principal``'s jobs."""
+        subscription = Subscription(job_id, principal, self.queue_size)
         if job_id is None:
             self._global.add(subscription)
         else:
             self._by_job.setdefault(job_id, set()).add(subscription)
+        self._per_principal[principal] = self._per_principal.get(principal, 0) + 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.close()
         if subscription.job_id is None:
+            found = subscription in self._global
             self._global.discard(subscription)
-            return
-        subscribers = self._by_job.get(subscription.job_id)
-        if subscribers is not None:
+        else:
+            subscribers = self._by_job.get(subscription.job_id, set())
+            found = subscription in subscribers
             subscribers.discard(subscription)
             if not subscribers:
-                del self._by_job[subscription.job_id]
+                self._by_job.pop(subscription.job_id, None)
+        if found:
+            left = self._per_principal[subscription.principal] - 1
+            if left:
+                self._per_principal[subscription.principal] = left
+            else:
+                del self._per_principal[subscription.principal]
 
     def publish(self, events: Sequence[Event]) -> None:
         """Called by the store after each commit, with that commit's events in order."""
@@ -109,7 +120,9 @@ class Broker:
             for subscription in self._by_job[job_id]:
                 self.dropped += not subscription.push(job_events)
         for subscription in self._global:
-            self.dropped += not subscription.push(events)
+            mine = [event for event in events if event.principal == subscription.principal]
+            if mine:
+                self.dropped += not subscription.push(mine)
 
     def close_all(self) -> None:
         """End every subscription (shutdown): each stream finishes and its client resumes."""
@@ -122,3 +135,10 @@ class Broker:
     def counts(self) -> tuple[int, int]:
         """Open (per-job, global) subscriptions."""
         return sum(len(s) for s in self._by_job.values()), len(self._global)
+
+    def total(self) -> int:
+        return sum(self._per_principal.values())
+
+    def count(self, principal: str) -> int:
+        """Open subscriptions of ``principal``."""
+        return self._per_principal.get(principal, 0)

@@ -48,6 +48,15 @@ class Settings:
     retention: float = 7 * 86400.0
     max_queued: int = 10_000
     max_body: int = 1024 * 1024
+    # Access
+    api_tokens_file: Path | None = None
+    api_tokens: str | None = field(default=None, repr=False)  # name:token,name:token
+    stream_token_ttl: float = 86400.0
+    max_active_per_principal: int = 1000
+    submissions_per_minute: int = 600
+    max_streams: int = 16384
+    max_streams_per_principal: int = 1024
+    cors_origin: tuple[str, ...] = ()
 
     @property
     def results_path(self) -> Path:
@@ -140,7 +149,18 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "retention": (parse_duration, "keep finished jobs this long (e.g. 7d)"),
     "max-queued": (_positive_int, "queued jobs before submissions get 503"),
     "max-body": (_positive_int, "largest request body in bytes"),
+    "api-tokens-file": (Path, "file of name:token lines; with tokens every /api call needs one"),
+    "api-tokens": (str, "name:token,name:token (prefer the file: env is visible to others)"),
+    "stream-token-ttl": (_positive_duration, "lifetime of the stream tokens in job links"),
+    "max-active-per-principal": (_positive_int, "queued+processing jobs per token (429)"),
+    "submissions-per-minute": (_positive_int, "submissions per token per minute (429)"),
+    "max-streams": (_positive_int, "open SSE streams in total (503)"),
+    "max-streams-per-principal": (_positive_int, "open SSE streams per token (429)"),
+    "cors-origin": (str, "allow this browser origin (repeatable)"),
 }
+
+# Flags that may be given more than once; the environment lists them comma separated.
+_REPEATABLE = {"jobs", "cors-origin"}
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -150,8 +170,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         if kind is None:
             parser.add_argument(f"--{name}", action="store_true", default=None,
                                 help=f"{help_text} [{env}]")
-        elif name == "jobs":
-            parser.add_argument("--jobs", action="append", metavar="MODULE",
+        elif name in _REPEATABLE:
+            parser.add_argument(f"--{name}", action="append",
                                 help=f"{help_text} [{env}, comma separated]")
         else:
             parser.add_argument(f"--{name}", type=kind, help=f"{help_text} [{env}]")
@@ -165,7 +185,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         attr = name.replace("-", "_")
         given = getattr(args, attr, None)
         if given is not None:
-            values[attr] = tuple(given) if name == "jobs" else given
+            values[attr] = tuple(given) if name in _REPEATABLE else given
             continue
         raw = environ.get(ENV_PREFIX + attr.upper())
         if raw is None or raw == "":
@@ -183,7 +203,7 @@ def _from_env(name: str, kind: Callable[[str], Any] | None, raw: str) -> Any:
         if raw.lower() in {"0", "false", "no", "off"}:
             return False
         raise SystemExit(f"sse-jobs: {env} must be true or false, not {raw!r}")
-    if name == "jobs":
+    if name in _REPEATABLE:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     try:
         return kind(raw)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import random
 import shutil
 import time
@@ -21,12 +22,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from sse_jobs.auth import ANONYMOUS, RateLimiter
 from sse_jobs.config import Settings
 from sse_jobs.errors import (
     BadRequest,
     Conflict,
     IllegalTransition,
     NotFound,
+    TooManyRequests,
     Unavailable,
     ValidationFailed,
 )
@@ -57,6 +60,7 @@ IDLE_DISPATCH_WAIT = 60.0
 KILL_WAIT = 15.0  # after the grace period: how long killed attempts get to be recorded
 SHUTDOWN_RETRY_AFTER = 5
 QUEUE_FULL_RETRY_AFTER = 5
+ACTIVE_LIMIT_RETRY_AFTER = 5
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -93,6 +97,7 @@ class Engine:
         self._dispatch_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancel_on_start: set[str] = set()
+        self._submissions = RateLimiter(settings.submissions_per_minute)
         self._loops: list[asyncio.Task[None]] = []
         self.accepting = False
         self._stopping: asyncio.Future[None] | None = None
@@ -161,9 +166,12 @@ class Engine:
     # -- submit, cancel, delete, read ---------------------------------------------------
 
     async def submit(
-        self, request: CreateJob, idempotency_key: str | None
+        self, request: CreateJob, idempotency_key: str | None, principal: str = ANONYMOUS
     ) -> tuple[JobRecord, bool]:
-        """Validate and store a new job; with a known idempotency key, return that job."""
+        """Validate and store a new job; with a known idempotency key, return that job.
+
+        Named principals (API tokens) are held to their active-job and rate limits; the
+        anonymous principal of open mode only to the global queue bound."""
         if not self.accepting:
             raise Unavailable("the server is shutting down", retry_after=SHUTDOWN_RETRY_AFTER)
         job_type = self.registry.get(request.type)
@@ -186,15 +194,18 @@ class Engine:
             [request.type, params_json, request.priority, timeout, attempts],
             option=orjson.OPT_SORT_KEYS)).hexdigest()
         if idempotency_key is not None:  # a retry of an accepted request is never refused
-            existing = await self.store.job_by_idempotency_key(idempotency_key)
+            existing = await self.store.job_by_idempotency_key(principal, idempotency_key)
             if existing is not None:
                 return _same_request(existing, fingerprint), False
+        if principal != ANONYMOUS:
+            await self._check_principal_limits(principal)
         if await self.store.count_queued() >= self.settings.max_queued:
             raise Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER)
         record, created = await self.store.create_job(NewJob(
             id=self._ids.new(), type=request.type, params=params_json,
             priority=request.priority, max_attempts=attempts, timeout=timeout,
             created_at=time.time(), idempotency_key=idempotency_key, request_hash=fingerprint,
+            principal=principal,
         ))
         if not created:
             return _same_request(record, fingerprint), False
@@ -204,16 +215,28 @@ class Engine:
             self._dispatch_wakeup.set()
         return record, created
 
-    async def get(self, job_id: str) -> JobRecord:
+    async def _check_principal_limits(self, principal: str) -> None:
+        if await self.store.count_active(principal) >= self.settings.max_active_per_principal:
+            raise TooManyRequests(f"{principal} has {self.settings.max_active_per_principal} "
+                                  "jobs queued or running; wait for some to finish",
+                                  retry_after=ACTIVE_LIMIT_RETRY_AFTER)
+        wait = self._submissions.take(principal)
+        if wait:
+            raise TooManyRequests(f"{principal} may submit {self.settings.submissions_per_minute}"
+                                  " jobs a minute", retry_after=max(1, math.ceil(wait)))
+
+    async def get(self, job_id: str, principal: str | None = None) -> JobRecord:
+        """The job, if it exists and (when ``principal`` is given) belongs to ``principal``;
+        another principal's job is reported missing, not forbidden, to leak nothing."""
         record = await self.store.get_job(job_id) if is_job_id(job_id) else None
-        if record is None:
+        if record is None or (principal is not None and record.principal != principal):
             raise NotFound(f"no job with id {job_id!r}")
         return record
 
-    async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+    async def cancel(self, job_id: str, principal: str | None = None) -> tuple[JobRecord, bool]:
         """Cancel a job. Returns the job and whether it is already cancelled (True) or
         a running attempt has been asked to stop (False)."""
-        record = await self.get(job_id)
+        record = await self.get(job_id, principal)
         if record.state is JobState.QUEUED:
             with contextlib.suppress(IllegalTransition):  # it may have just started
                 record, _ = await self.store.record(job_id, _cancelled(time.time()))
@@ -242,8 +265,8 @@ class Engine:
         job_log(run.job.id).info("asked to stop; killed in %.1fs if it does not",
                                  self.settings.cancel_grace)
 
-    async def delete(self, job_id: str) -> None:
-        record = await self.get(job_id)
+    async def delete(self, job_id: str, principal: str | None = None) -> None:
+        record = await self.get(job_id, principal)
         if not record.state.terminal:
             raise Conflict(f"job {job_id} is {record.state.value}; cancel it first")
         if await self.store.delete_job(job_id):

@@ -6,10 +6,12 @@ the web layer answers with, so one middleware turns any of them into problem+jso
 
     SseJobsError
     ├── BadRequest             400  malformed JSON, bad query parameter
+    ├── Unauthorized           401  missing or wrong API token or stream token
     ├── NotFound               404  unknown job (or another principal's)
     ├── Conflict               409  the job is in the wrong state for the request
     ├── UnsupportedMediaType   415  body is not JSON
     ├── ValidationFailed       422  invalid params, unknown job type, reused Idempotency-Key
+    ├── TooManyRequests        429  a per-principal limit (active jobs, rate, streams)
     └── Unavailable            503  queue full, shutting down, storage unwritable
 
 Storage backends translate their own errors into these at the boundary.
@@ -59,6 +61,18 @@ class ValidationFailed(SseJobsError):
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
         self.errors = errors or []
+
+
+class TooManyRequests(SseJobsError):
+    status = 429
+    title = "Too Many Requests"
+
+
+class Unauthorized(SseJobsError):
+    """No valid credentials; the web layer adds ``WWW-Authenticate: Bearer``."""
+
+    status = 401
+    title = "Unauthorized"
 
 
 class Unavailable(SseJobsError):

@@ -125,7 +125,7 @@ def job_links(job_id: str) -> dict[str, str]:
             "result": f"{base}/result"}
 
 
-def job_resource(job: JobRecord) -> dict[str, Any]:
+def job_resource(job: JobRecord, links: dict[str, str] | None = None) -> dict[str, Any]:
     """The job resource every job-returning endpoint answers with."""
     return {
         "id": job.id,
@@ -144,7 +144,7 @@ def job_resource(job: JobRecord) -> dict[str, Any]:
         "result": inline_result(job.result),
         "error": job.error,
         "last_event_id": job.last_event_id,
-        "links": job_links(job.id),
+        "links": links or job_links(job.id),
     }
 
 

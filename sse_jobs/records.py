@@ -33,6 +33,9 @@ class JobRecord:
     cancel_requested: bool
     idempotency_key: str | None = None
     request_hash: str | None = None
+    principal: str = ""
+    callback_url: str | None = None
+    callback_events: str = "terminal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Event:
     seq: int  # the job's own sequence 1, 2, 3, ... the id on the job's stream
     name: EventName
     data: bytes
+    principal: str = ""  # whose job it is; decides who may see it, never sent
 
     @property
     def terminal(self) -> bool:
@@ -63,6 +67,9 @@ class NewJob:
     created_at: float
     idempotency_key: str | None = None
     request_hash: str | None = None
+    principal: str = ""
+    callback_url: str | None = None
+    callback_events: str = "terminal"
 
 
 @dataclass(frozen=True, slots=True)

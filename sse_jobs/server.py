@@ -11,10 +11,12 @@ import sys
 from aiohttp import web
 
 from sse_jobs import logs
+from sse_jobs.appkeys import BROKER, ENGINE
+from sse_jobs.auth import TokenFileError, load_tokens
 from sse_jobs.config import Settings
 from sse_jobs.errors import SseJobsError
 from sse_jobs.registry import import_job_modules
-from sse_jobs.web import BROKER, ENGINE, create_app
+from sse_jobs.web import create_app
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,16 @@ HTTP_SHUTDOWN_TIMEOUT = 5.0
 def run(settings: Settings) -> int:
     """``sse-jobs serve``: run until SIGTERM or SIGINT, then exit 0."""
     logs.configure(settings.log_level, settings.log_format)
-    if not settings.loopback_only and not settings.insecure:
+    try:
+        tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
+    except TokenFileError as exc:
+        print(f"sse-jobs: API tokens: {exc}", file=sys.stderr)
+        return 2
+    if not tokens and not settings.loopback_only and not settings.insecure:
         print(f"sse-jobs: refusing to listen on {settings.host} with no API tokens configured; "
-              "anyone who can reach it could run jobs. Bind 127.0.0.1, or pass --insecure "
-              "if something else guards this address.", file=sys.stderr)
+              "anyone who can reach it could run jobs. Configure --api-tokens-file, bind "
+              "127.0.0.1, or pass --insecure if something else guards this address.",
+              file=sys.stderr)
         return 2
     # Like `python -m`, let --jobs name modules in the working directory; the worker
     # processes inherit this path.

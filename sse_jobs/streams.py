@@ -45,6 +45,7 @@ async def stream(
     broker: Broker,
     *,
     job_id: str | None,
+    principal: str,
     after: int,
     read_after: ReadAfter,
     key: EventKey,
@@ -54,7 +55,7 @@ async def stream(
     A job stream (``job_id`` set) ends after its terminal event; the global one runs
     until the client leaves, falls behind, or the server shuts down.
     """
-    subscription = broker.subscribe(job_id)
+    subscription = broker.subscribe(job_id, principal)
     response = EventSourceResponse(ping_interval=settings.heartbeat,
                                    send_timeout=settings.send_timeout, sep="\n")
     response.headers["Content-Type"] = "text/event-stream; charset=utf-8"

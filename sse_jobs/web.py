@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +14,18 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from sse_jobs import logs, openapi, streams
+from sse_jobs import openapi, streams
+from sse_jobs.access import Access
+from sse_jobs.appkeys import (
+    ACCESS,
+    BROKER,
+    ENGINE,
+    METRICS,
+    PRINCIPAL,
+    SETTINGS,
+    STORE,
+)
+from sse_jobs.auth import ANONYMOUS, ApiTokens, StreamTokens, TokenFileError, load_tokens
 from sse_jobs.broker import Broker
 from sse_jobs.config import Settings
 from sse_jobs.engine import Engine
@@ -23,44 +33,36 @@ from sse_jobs.errors import (
     BadRequest,
     Conflict,
     SseJobsError,
+    TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from sse_jobs.ids import is_job_id
 from sse_jobs.metrics import CONTENT_TYPE as METRICS_TYPE
 from sse_jobs.metrics import LiveState, Metrics
+from sse_jobs.middleware import MIDDLEWARES, Handler, common_headers
 from sse_jobs.models import API, CreateJob, job_resource
 from sse_jobs.pool import WorkerPool
-from sse_jobs.records import Event
+from sse_jobs.records import Event, JobRecord
 from sse_jobs.registry import REGISTRY, Registry
 from sse_jobs.states import JobState
-from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.store import SQLiteStore
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("sse_jobs.access")
 
-SETTINGS = web.AppKey("settings", Settings)
-ENGINE = web.AppKey("engine", Engine)
-BROKER = web.AppKey("broker", Broker)
-STORE = web.AppKey("store", Store)
-METRICS = web.AppKey("metrics", Metrics)
-REQUEST_ID = "sse_jobs.request_id"
-
-PROBLEM_TYPE = "application/problem+json"
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 MAX_JSON_DEPTH = 64
 RETRY_AFTER_QUEUED, RETRY_AFTER_PROCESSING = 2, 1
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STREAM_LIMIT_RETRY_AFTER = 5
 
 
 def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Application:
     """The aiohttp application; storage, pool and engine live in its cleanup context."""
-    app = web.Application(client_max_size=settings.max_body,
-                          middlewares=[request_context, problem_middleware])
+    app = web.Application(client_max_size=settings.max_body, middlewares=MIDDLEWARES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app.on_response_prepare.append(_common_headers)
+    app.on_response_prepare.append(common_headers)
     app.cleanup_ctx.append(_lifecycle(settings, registry))
     api = [
         web.post(f"{API}/jobs", create_job),
@@ -68,9 +70,9 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
         web.get(f"{API}/jobs/{{id}}", get_job, allow_head=False),
         web.delete(f"{API}/jobs/{{id}}", delete_job),
         web.post(f"{API}/jobs/{{id}}/cancel", cancel_job),
-        web.get(f"{API}/jobs/{{id}}/result", get_result, allow_head=False),
-        web.get(f"{API}/jobs/{{id}}/events", job_events, allow_head=False),
-        web.get(f"{API}/events", all_events, allow_head=False),
+        web.get(f"{API}/jobs/{{id}}/result", get_result, allow_head=False, name="job_result"),
+        web.get(f"{API}/jobs/{{id}}/events", job_events, allow_head=False, name="job_events"),
+        web.get(f"{API}/events", all_events, allow_head=False, name="all_events"),
         web.get(f"{API}/job-types", job_types, allow_head=False),
         web.get("/healthz", healthz, allow_head=False),
         web.get("/metrics", metrics, allow_head=False),
@@ -115,6 +117,14 @@ def _lifecycle(
 
         store = SQLiteStore(settings.db)
         await store.open(committed)
+        try:
+            tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
+            stream_key = await store.secret("stream-token-key", lambda: secrets.token_bytes(32))
+        except (TokenFileError, SseJobsError):
+            await store.close()
+            raise
+        app[ACCESS] = Access(ApiTokens(tokens), StreamTokens(stream_key,
+                                                             settings.stream_token_ttl))
         pool = WorkerPool(settings.workers, debug=settings.debug)
         engine = Engine(settings, store, pool, registry, metrics)
         metrics.watch(lambda: LiveState(
@@ -133,94 +143,6 @@ def _lifecycle(
         await store.close()
 
     return lifecycle
-
-
-# -- middleware -------------------------------------------------------------------------
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``application/problem+json``; bad input never becomes a 500."""
-    try:
-        return await handler(request)
-    except SseJobsError as exc:
-        extra: dict[str, Any] = {}
-        if isinstance(exc, ValidationFailed):
-            extra["errors"] = exc.errors
-        return problem(exc.status, exc.title, exc.detail, _slug(type(exc).__name__),
-                       retry_after=exc.retry_after, **extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = problem(exc.status, exc.reason, _http_detail(exc, request),
-                           "about:blank")
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return problem(500, "Internal Server Error", "an unexpected error occurred; "
-                       "it has been logged", "about:blank")
-
-
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id (the client's ``X-Request-ID`` when sane) that every log line
-    and the response carry, and time it by route for /metrics."""
-    given = request.headers.get("X-Request-ID", "")
-    rid = given if _sane_request_id(given) else uuid.uuid4().hex
-    request[REQUEST_ID] = rid
-    token = logs.request_id.set(rid)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        elapsed = time.perf_counter() - started
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].requests.labels(route, request.method, str(status)).observe(elapsed)
-        # The path only: query strings may carry stream tokens.
-        access_log.info("%s %s %d %.1fms", request.method, request.path, status, elapsed * 1000)
-        logs.request_id.reset(token)
-
-
-def _sane_request_id(value: str) -> bool:
-    return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
-
-
-async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Headers every response carries, streams and files included (set before sending)."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if REQUEST_ID in request:
-        response.headers["X-Request-ID"] = request[REQUEST_ID]
-
-
-def problem(status: int, title: str, detail: str, kind: str, *,
-            retry_after: int | None = None, **extra: Any) -> web.Response:
-    """An RFC 9457 problem response."""
-    body = {"type": kind if ":" in kind else f"urn:sse-jobs:problem:{kind}", "title": title,
-            "status": status, "detail": detail, **extra}
-    response = web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM_TYPE)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
-    if exc.status == 404:
-        return f"no such resource: {request.path}"
-    if exc.status == 405:
-        return f"{request.method} is not allowed on {request.path}"
-    if exc.status == 413:
-        return f"the request body is larger than {request.app[SETTINGS].max_body} bytes"
-    return exc.text or exc.reason
-
-
-def _slug(name: str) -> str:
-    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
 
 
 def json_response(
@@ -242,8 +164,9 @@ async def create_job(request: web.Request) -> web.Response:
             {"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
             for err in exc.errors()]) from None
     engine = request.app[ENGINE]
-    record, created = await engine.submit(payload, request.headers.get("Idempotency-Key"))
-    resource = job_resource(record)
+    record, created = await engine.submit(payload, request.headers.get("Idempotency-Key"),
+                                          _named(request))
+    resource = _resource(request, record)
     return json_response(resource, 202 if created else 200,
                          {"Location": resource["links"]["self"]})
 
@@ -279,12 +202,12 @@ def _depth(value: Any) -> int:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    record = await request.app[ENGINE].get(request.match_info["id"])
+    record = await request.app[ENGINE].get(request.match_info["id"], _named(request))
     headers = {}
     if not record.state.terminal:
         wait = RETRY_AFTER_QUEUED if record.state is JobState.QUEUED else RETRY_AFTER_PROCESSING
         headers["Retry-After"] = str(wait)
-    return json_response(job_resource(record), headers=headers)
+    return json_response(_resource(request, record), headers=headers)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -301,13 +224,15 @@ async def list_jobs(request: web.Request) -> web.Response:
     # The global stream from this point on: a page listing the jobs then follows it
     # without missing what changes in between.
     newest = await request.app[STORE].last_event_id()
-    records = await request.app[STORE].list_jobs(
+    principal = _named(request)
+    records = await request.app[STORE].list_jobs(principal=principal,
         states=[JobState(s) for s in states], types=_csv(query.getall("type", []), "type"),
         before=cursor, limit=limit + 1)
     page = records[:limit]
     next_cursor = page[-1].id if len(records) > limit else None
-    return json_response({"jobs": [job_resource(r) for r in page], "next": next_cursor,
-                          "links": {"events": f"{API}/events?last_event_id={newest}"}})
+    links = {"events": request.app[ACCESS].events_link(principal, newest)}
+    return json_response({"jobs": [_resource(request, r) for r in page], "next": next_cursor,
+                          "links": links})
 
 
 def _csv(values: list[str], name: str) -> list[str]:
@@ -327,18 +252,18 @@ def _int_param(raw: str | None, name: str, default: int, low: int, high: int) ->
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    record, done = await request.app[ENGINE].cancel(request.match_info["id"])
-    return json_response(job_resource(record), 200 if done else 202)
+    record, done = await request.app[ENGINE].cancel(request.match_info["id"], _named(request))
+    return json_response(_resource(request, record), 200 if done else 202)
 
 
 async def delete_job(request: web.Request) -> web.Response:
-    await request.app[ENGINE].delete(request.match_info["id"])
+    await request.app[ENGINE].delete(request.match_info["id"], _named(request))
     return web.Response(status=204)
 
 
 async def get_result(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
-    record = await engine.get(request.match_info["id"])
+    record = await engine.get(request.match_info["id"], request[PRINCIPAL])
     if record.state is not JobState.COMPLETED:
         raise Conflict(f"job {record.id} is {record.state.value}; "
                        "its result exists once it is completed")
@@ -368,20 +293,43 @@ async def job_types(request: web.Request) -> web.Response:
         for t in request.app[ENGINE].registry]})
 
 
+def _named(request: web.Request) -> str:
+    """The principal of a request that needs an API token (stream tokens never get here)."""
+    principal: str | None = request[PRINCIPAL]
+    assert principal is not None, "the authenticate middleware admits stream tokens only to streams"
+    return principal
+
+
+def _resource(request: web.Request, record: JobRecord) -> dict[str, Any]:
+    return job_resource(record, request.app[ACCESS].job_links(record.id))
+
+
 # -- streams ----------------------------------------------------------------------------
+
+
+def _check_stream_limits(request: web.Request, principal: str) -> None:
+    settings, broker = request.app[SETTINGS], request.app[BROKER]
+    if broker.total() >= settings.max_streams:
+        raise Unavailable(f"the server has {settings.max_streams} streams open",
+                          retry_after=STREAM_LIMIT_RETRY_AFTER)
+    if principal != ANONYMOUS and broker.count(principal) >= settings.max_streams_per_principal:
+        raise TooManyRequests(f"{principal} has {settings.max_streams_per_principal} streams "
+                              "open", retry_after=STREAM_LIMIT_RETRY_AFTER)
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     engine, store = request.app[ENGINE], request.app[STORE]
     if not engine.accepting:
         return streams.come_back_later(request.app[SETTINGS])
-    record = await engine.get(request.match_info["id"])
+    record = await engine.get(request.match_info["id"], request[PRINCIPAL])
     resume = streams.requested_resume(request)
     after = resume if resume is not None and resume <= record.last_event_id else 0
     if record.state.terminal and resume is not None and after >= record.last_event_id:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
+    _check_stream_limits(request, record.principal)
     return await streams.stream(
-        request, request.app[SETTINGS], request.app[BROKER], job_id=record.id, after=after,
+        request, request.app[SETTINGS], request.app[BROKER], job_id=record.id,
+        principal=record.principal, after=after,
         read_after=lambda seq: store.job_events(record.id, seq, streams.REPLAY_PAGE),
         key=lambda event: event.seq)
 
@@ -390,12 +338,15 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     engine, store = request.app[ENGINE], request.app[STORE]
     if not engine.accepting:
         return streams.come_back_later(request.app[SETTINGS])
+    principal = _named(request)
     newest = await store.last_event_id()
     resume = streams.requested_resume(request)
     after = newest if resume is None else (resume if resume <= newest else 0)
+    _check_stream_limits(request, principal)
     return await streams.stream(
-        request, request.app[SETTINGS], request.app[BROKER], job_id=None, after=after,
-        read_after=lambda event_id: store.all_events(event_id, streams.REPLAY_PAGE),
+        request, request.app[SETTINGS], request.app[BROKER], job_id=None, principal=principal,
+        after=after,
+        read_after=lambda event_id: store.all_events(event_id, streams.REPLAY_PAGE, principal),
         key=lambda event: event.id)
 
 

@@ -66,11 +66,12 @@ class Store(ABC):
     async def get_job(self, job_id: str) -> JobRecord | None: ...
 
     @abstractmethod
-    async def job_by_idempotency_key(self, key: str) -> JobRecord | None: ...
+    async def job_by_idempotency_key(self, principal: str, key: str) -> JobRecord | None: ...
 
     @abstractmethod
     async def list_jobs(
-        self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
+        self, *, principal: str | None, states: Sequence[JobState], types: Sequence[str],
+        before: str | None, limit: int,
     ) -> list[JobRecord]:
         """Jobs newest first, optionally filtered, with ids below ``before``."""
 
@@ -89,8 +90,17 @@ class Store(ABC):
         """A job's events with ``seq > after_seq``, in order."""
 
     @abstractmethod
-    async def all_events(self, after_id: int, limit: int) -> list[Event]:
-        """Every job's events with global ``id > after_id``, in order."""
+    async def all_events(self, after_id: int, limit: int, principal: str | None) -> list[Event]:
+        """Events with global ``id > after_id``, in order: of every job, or of the jobs of
+        ``principal``."""
+
+    @abstractmethod
+    async def count_active(self, principal: str) -> int:
+        """The principal's queued and processing jobs."""
+
+    @abstractmethod
+    async def secret(self, name: str, new: Callable[[], bytes]) -> bytes:
+        """The server secret called ``name``, made with ``new()`` and stored the first time."""
 
     @abstractmethod
     async def last_event_id(self) -> int:

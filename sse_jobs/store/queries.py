@@ -28,10 +28,16 @@ MIGRATIONS: list[str] = [
         error            TEXT,
         last_event_id    INTEGER NOT NULL DEFAULT 0,
         cancel_requested INTEGER NOT NULL DEFAULT 0,
-        idempotency_key  TEXT UNIQUE,
-        request_hash     TEXT
+        idempotency_key  TEXT,
+        request_hash     TEXT,
+        principal        TEXT NOT NULL,
+        callback_url     TEXT,
+        callback_events  TEXT NOT NULL DEFAULT 'terminal'
     );
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (principal, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
     CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);
+    CREATE INDEX jobs_principal ON jobs (principal, state);
     CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
     CREATE TABLE events (
         id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,6 +46,10 @@ MIGRATIONS: list[str] = [
         event  TEXT NOT NULL,
         data   BLOB NOT NULL,
         UNIQUE (job_id, seq)
+    );
+    CREATE TABLE secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
     );
     """,
 ]
@@ -54,18 +64,23 @@ PRAGMAS = [
 JOB_COLUMNS = (
     "id, type, state, params, priority, attempt, max_attempts, timeout, progress, message, "
     "created_at, started_at, finished_at, not_before, result, result_file, error, "
-    "last_event_id, cancel_requested, idempotency_key, request_hash"
+    "last_event_id, cancel_requested, idempotency_key, request_hash, principal, "
+    "callback_url, callback_events"
 )
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"  # noqa: S608 - constant columns
-SELECT_JOB_BY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"  # noqa: S608
+SELECT_JOB_BY_KEY = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE principal = ? AND idempotency_key = ?
+"""  # noqa: S608 - constant columns
 SELECT_STATE = "SELECT state FROM jobs WHERE id = ?"
 
 INSERT_JOB = """
 INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
-                  not_before, last_event_id, idempotency_key, request_hash)
+                  not_before, last_event_id, idempotency_key, request_hash, principal,
+                  callback_url, callback_events)
 VALUES (:id, :type, 'queued', :params, :priority, :max_attempts, :timeout, :created_at,
-        :created_at, 1, :idempotency_key, :request_hash)
+        :created_at, 1, :idempotency_key, :request_hash, :principal, :callback_url,
+        :callback_events)
 """
 
 QUEUE_POSITION = """
@@ -114,7 +129,7 @@ PROGRESS = """
 UPDATE jobs SET progress = :progress, message = :message,
                 last_event_id = last_event_id + :count
 WHERE id = :id AND state = 'processing' AND attempt = :attempt
-RETURNING last_event_id
+RETURNING last_event_id, principal
 """
 
 REQUEST_CANCEL = f"""
@@ -128,24 +143,41 @@ NEXT_RUN_AT = "SELECT min(not_before) FROM jobs WHERE state = 'queued'"
 
 COUNT_QUEUED = "SELECT count(*) FROM jobs WHERE state = 'queued'"
 
+COUNT_ACTIVE = """
+SELECT count(*) FROM jobs WHERE principal = ? AND state IN ('queued', 'processing')
+"""
+
 JOBS_IN_STATE = f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY id"  # noqa: S608
 
 LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
-WHERE (:any_state OR state IN (SELECT value FROM json_each(:states)))
+WHERE (:principal IS NULL OR principal = :principal)
+  AND (:any_state OR state IN (SELECT value FROM json_each(:states)))
   AND (:any_type OR type IN (SELECT value FROM json_each(:types)))
   AND (:before IS NULL OR id < :before)
 ORDER BY id DESC LIMIT :limit
 """  # noqa: S608 - constant columns
 
 JOB_EVENTS = """
-SELECT id, job_id, seq, event, data FROM events
-WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?
+SELECT e.id, e.job_id, e.seq, e.event, e.data, j.principal
+FROM events e JOIN jobs j ON j.id = e.job_id
+WHERE e.job_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?
 """
 
-ALL_EVENTS = "SELECT id, job_id, seq, event, data FROM events WHERE id > ? ORDER BY id LIMIT ?"
+ALL_EVENTS = """
+SELECT e.id, e.job_id, e.seq, e.event, e.data, j.principal
+FROM events e JOIN jobs j ON j.id = e.job_id
+WHERE e.id > :after AND (:principal IS NULL OR j.principal = :principal)
+ORDER BY e.id LIMIT :limit
+"""
 
 LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
+
+SELECT_SECRET = "SELECT value FROM secrets WHERE name = ?"  # noqa: S105 - a query
+
+INSERT_SECRET = """
+INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING
+"""  # noqa: S105 - a query
 
 DELETE_JOB = """
 DELETE FROM jobs WHERE id = ? AND state IN ('completed', 'failed', 'cancelled') RETURNING id

@@ -177,8 +177,10 @@ class SQLiteStore(Store):
             else:
                 future.set_result(outcome)
 
-    def _new_event(self, job_id: str, seq: int, name: EventName, data: bytes) -> Event:
-        event = Event(self._next_event_id, job_id, seq, name, data)
+    def _new_event(
+        self, job_id: str, seq: int, name: EventName, data: bytes, principal: str
+    ) -> Event:
+        event = Event(self._next_event_id, job_id, seq, name, data, principal)
         self._next_event_id += 1
         return event
 
@@ -191,7 +193,8 @@ class SQLiteStore(Store):
     async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
         async def op(conn: aiosqlite.Connection) -> tuple[tuple[JobRecord, bool], list[Event]]:
             if new.idempotency_key is not None:
-                existing = await _fetch_job(conn, q.SELECT_JOB_BY_KEY, (new.idempotency_key,))
+                existing = await _fetch_job(conn, q.SELECT_JOB_BY_KEY,
+                                            (new.principal, new.idempotency_key))
                 if existing is not None:
                     return (existing, False), []
             await conn.execute(q.INSERT_JOB, {
@@ -199,12 +202,14 @@ class SQLiteStore(Store):
                 "priority": new.priority, "max_attempts": new.max_attempts,
                 "timeout": new.timeout, "created_at": new.created_at,
                 "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
+                "principal": new.principal, "callback_url": new.callback_url,
+                "callback_events": new.callback_events,
             })
             ahead = await self._scalar(conn, q.QUEUE_POSITION,
                                        {"priority": new.priority, "id": new.id})
             data = event_data(new.id, 1, EventName.QUEUED, JobState.QUEUED, new.created_at,
                               {"position": ahead + 1})
-            event = self._new_event(new.id, 1, EventName.QUEUED, data)
+            event = self._new_event(new.id, 1, EventName.QUEUED, data, new.principal)
             await conn.execute(q.INSERT_EVENT, self._event_row(event))
             record = await _fetch_job(conn, q.SELECT_JOB, (new.id,))
             assert record is not None
@@ -226,7 +231,8 @@ class SQLiteStore(Store):
                 raise await _refusal(conn, job_id, change.event)
             data = event_data(job_id, record.last_event_id, change.event, change.state,
                               change.at, change.data)
-            event = self._new_event(job_id, record.last_event_id, change.event, data)
+            event = self._new_event(job_id, record.last_event_id, change.event, data,
+                                    record.principal)
             await conn.execute(q.INSERT_EVENT, self._event_row(event))
             return (record, event), [event]
 
@@ -251,7 +257,7 @@ class SQLiteStore(Store):
                                           "progress": update.progress,
                                           "message": update.message, "eta": update.eta})
                     events.append(self._new_event(job_id, first_seq + offset,
-                                                  EventName.PROGRESS, data))
+                                                  EventName.PROGRESS, data, row[1]))
             await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for e in events])
             return events, events
 
@@ -277,7 +283,7 @@ class SQLiteStore(Store):
                 data = event_data(record.id, record.last_event_id, EventName.PROCESSING,
                                   JobState.PROCESSING, now, {"attempt": record.attempt})
                 event = self._new_event(record.id, record.last_event_id,
-                                        EventName.PROCESSING, data)
+                                        EventName.PROCESSING, data, record.principal)
                 claimed.append((record, event))
             await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for _, e in claimed])
             return claimed, [event for _, event in claimed]
@@ -310,13 +316,15 @@ class SQLiteStore(Store):
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self._read(lambda conn: _fetch_job(conn, q.SELECT_JOB, (job_id,)))
 
-    async def job_by_idempotency_key(self, key: str) -> JobRecord | None:
-        return await self._read(lambda conn: _fetch_job(conn, q.SELECT_JOB_BY_KEY, (key,)))
+    async def job_by_idempotency_key(self, principal: str, key: str) -> JobRecord | None:
+        return await self._read(
+            lambda conn: _fetch_job(conn, q.SELECT_JOB_BY_KEY, (principal, key)))
 
     async def list_jobs(
-        self, *, states: Sequence[JobState], types: Sequence[str], before: str | None, limit: int
+        self, *, principal: str | None, states: Sequence[JobState], types: Sequence[str],
+        before: str | None, limit: int,
     ) -> list[JobRecord]:
-        params = {"any_state": not states, "states": _json_list(states),
+        params = {"principal": principal, "any_state": not states, "states": _json_list(states),
                   "any_type": not types, "types": _json_list(types),
                   "before": before, "limit": limit}
         return await self._read(lambda conn: _fetch_jobs(conn, q.LIST_JOBS, params))
@@ -343,8 +351,22 @@ class SQLiteStore(Store):
         return await self._read(
             lambda conn: _fetch_events(conn, q.JOB_EVENTS, (job_id, after_seq, limit)))
 
-    async def all_events(self, after_id: int, limit: int) -> list[Event]:
-        return await self._read(lambda conn: _fetch_events(conn, q.ALL_EVENTS, (after_id, limit)))
+    async def all_events(self, after_id: int, limit: int, principal: str | None) -> list[Event]:
+        params = {"after": after_id, "limit": limit, "principal": principal}
+        return await self._read(lambda conn: _fetch_events(conn, q.ALL_EVENTS, params))
+
+    async def count_active(self, principal: str) -> int:
+        result: int = await self._read(
+            lambda conn: self._scalar(conn, q.COUNT_ACTIVE, (principal,)))
+        return result
+
+    async def secret(self, name: str, new: Callable[[], bytes]) -> bytes:
+        async def op(conn: aiosqlite.Connection) -> tuple[bytes, list[Event]]:
+            await conn.execute(q.INSERT_SECRET, (name, new()))
+            return await self._scalar(conn, q.SELECT_SECRET, (name,)), []
+
+        result: bytes = await self._write(op)
+        return result
 
     async def last_event_id(self) -> int:
         result: int = await self._read(lambda conn: self._scalar(conn, q.LAST_EVENT_ID))
@@ -403,7 +425,7 @@ async def _fetch_jobs(conn: aiosqlite.Connection, sql: str, params: Any) -> list
 
 async def _fetch_events(conn: aiosqlite.Connection, sql: str, params: Any) -> list[Event]:
     rows = await (await conn.execute(sql, params)).fetchall()
-    return [Event(row[0], row[1], row[2], EventName(row[3]), row[4]) for row in rows]
+    return [Event(row[0], row[1], row[2], EventName(row[3]), row[4], row[5]) for row in rows]
 
 
 def _job(row: sqlite3.Row) -> JobRecord:
@@ -417,4 +439,6 @@ def _job(row: sqlite3.Row) -> JobRecord:
         error=None if row["error"] is None else orjson.loads(row["error"]),
         last_event_id=row["last_event_id"], cancel_requested=bool(row["cancel_requested"]),
         idempotency_key=row["idempotency_key"], request_hash=row["request_hash"],
+        principal=row["principal"], callback_url=row["callback_url"],
+        callback_events=row["callback_events"],
     )

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import SpawnServer
 
+from conftest import SpawnServer
 from sse_jobs.eventstream import EventStreamParser
 
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -15,11 +15,11 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 import pytest
-from conftest import MakeServer, Server, Submit
-from sse_client import TERMINAL, StreamRead, read_stream
 from yarl import URL
 
-from sse_jobs.web import ENGINE
+from conftest import MakeServer, Server, Submit
+from sse_client import TERMINAL, StreamRead, read_stream
+from sse_jobs.appkeys import ENGINE
 
 PROBLEM = "application/problem+json"
 UNKNOWN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"  # well formed, never handed out by a server

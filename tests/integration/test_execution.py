@@ -16,16 +16,17 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from conftest import MakeServer, Server, Submit, wait_for
 from pydantic import BaseModel
-from sse_client import StreamRead, read_stream
 
+from conftest import MakeServer, Server, Submit, wait_for
+from sse_client import StreamRead, read_stream
 from sse_jobs import JobContext, job
+from sse_jobs.appkeys import BROKER
 from sse_jobs.config import Settings
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
 from sse_jobs.registry import Registry
 from sse_jobs.server import drain
-from sse_jobs.web import BROKER, create_app
+from sse_jobs.web import create_app
 
 TERMINAL = {"completed", "failed", "cancelled"}
 

@@ -8,9 +8,9 @@ import subprocess
 
 import aiohttp
 import pytest
+
 from conftest import MakeServer, Server, Submit
 from sse_client import read_stream
-
 from sse_jobs.eventstream import EventStreamParser
 
 

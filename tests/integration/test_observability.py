@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import aiohttp
-from conftest import MakeServer, Server, Submit, wait_for
 from openapi_spec_validator import validate
-from sse_client import read_stream
 
+from conftest import MakeServer, Server, Submit, wait_for
+from sse_client import read_stream
+from sse_jobs.appkeys import ENGINE
 from sse_jobs.models import Job
-from sse_jobs.web import ENGINE
 
 
 async def scrape(http: aiohttp.ClientSession, server: Server) -> dict[str, float]:

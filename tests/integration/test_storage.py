@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 
 import aiohttp
+
 from conftest import MakeServer, Submit, wait_for
 from sse_client import read_stream
-
-from sse_jobs.web import ENGINE, STORE
+from sse_jobs.appkeys import ENGINE, STORE
 
 
 async def test_full_disk_gives_503_and_recovers(
