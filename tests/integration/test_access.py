@@ -1,0 +1,211 @@
+"""Access control with API tokens: 401s, principal isolation, stream tokens, limits, CORS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import MakeServer, Server
+from sse_client import read_stream
+from sse_jobs.appkeys import ACCESS
+from sse_jobs.auth import StreamTokens, job_scope, parse_tokens
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789ab"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def secured(make_server: MakeServer, tmp_path: Path) -> Server:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# who may call\nalice:{ALICE}\n\nbob:{BOB}\n")
+    return await make_server(api_tokens_file=tokens)
+
+
+async def post(http: aiohttp.ClientSession, server: Server, token: str, body: dict[str, Any],
+               status: int = 202) -> dict[str, Any]:
+    async with http.post(server.api("/jobs"), json=body, headers=bearer(token)) as response:
+        assert response.status == status, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def test_api_needs_a_valid_bearer_token(secured: Server, http: aiohttp.ClientSession) -> None:
+    for headers in ({}, bearer("wrong-token-0123456789"), {"Authorization": ALICE},
+                    {"Authorization": f"Basic {ALICE}"}):
+        async with http.get(secured.api("/jobs"), headers=headers) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == 'Bearer realm="sse-jobs"'
+            assert response.content_type == "application/problem+json"
+            assert (await response.json())["status"] == 401
+    async with http.get(secured.api("/jobs"), headers=bearer(ALICE)) as response:
+        assert response.status == 200
+    async with http.get(f"{secured.url}/healthz") as response:
+        assert response.status == 200  # no auth outside /api
+
+
+async def test_a_principal_cannot_see_or_touch_another_principals_jobs(
+    secured: Server, http: aiohttp.ClientSession
+) -> None:
+    alice_job = await post(http, secured, ALICE, {"type": "echo", "params": {"value": "a"}})
+    bob_job = await post(http, secured, BOB, {"type": "echo", "params": {"value": "b"}})
+    await read_stream(http, secured.url + alice_job["links"]["events"])
+    await read_stream(http, secured.url + bob_job["links"]["events"])
+    job = f"/jobs/{alice_job['id']}"
+    for method, path in (("GET", job), ("POST", f"{job}/cancel"), ("DELETE", job),
+                         ("GET", f"{job}/result"), ("GET", f"{job}/events")):
+        async with http.request(method, secured.api(path), headers=bearer(BOB)) as response:
+            assert response.status == 404, (method, path)
+    async with http.get(secured.api("/jobs"), headers=bearer(BOB)) as response:
+        listing = await response.json()
+    assert [j["id"] for j in listing["jobs"]] == [bob_job["id"]]
+    # the same Idempotency-Key is separate per principal
+    body = {"type": "echo", "params": {"value": 1}}
+    for token in (ALICE, BOB):
+        async with http.post(secured.api("/jobs"), json=body,
+                             headers={**bearer(token), "Idempotency-Key": "k1"}) as response:
+            assert response.status == 202
+
+
+async def test_global_stream_shows_only_the_principals_own_events(
+    secured: Server, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(secured.api("/jobs"), headers=bearer(BOB)) as response:
+        bob_events = (await response.json())["links"]["events"]
+    assert "token=" in bob_events
+    assert BOB not in bob_events  # the API token never goes into a URL
+    await post(http, secured, ALICE, {"type": "echo", "params": {"value": "a"}})
+    bob_job = await post(http, secured, BOB, {"type": "echo", "params": {"value": "b"}})
+    read = await read_stream(http, secured.url + bob_events, max_events=3,
+                             until_terminal=False)
+    assert {d["job_id"] for d in read.data()} == {bob_job["id"]}
+    assert read.names == ["queued", "processing", "completed"]
+    everything = await read_stream(http, secured.api("/events?last_event_id=0"),
+                                   headers=bearer(BOB), max_events=3, until_terminal=False)
+    assert {d["job_id"] for d in everything.data()} == {bob_job["id"]}
+
+
+async def test_stream_token_opens_that_jobs_stream_and_result_only(
+    secured: Server, http: aiohttp.ClientSession
+) -> None:
+    first = await post(http, secured, ALICE, {"type": "echo", "params": {"value": 1}})
+    second = await post(http, secured, ALICE, {"type": "echo", "params": {"value": 2}})
+    read = await read_stream(http, secured.url + first["links"]["events"])  # no header
+    assert read.status == 200
+    assert read.names == ["queued", "processing", "completed"]
+    async with http.get(secured.url + first["links"]["result"]) as response:
+        assert response.status == 200
+        assert await response.json() == 1
+    token = first["links"]["events"].split("token=")[1]
+    for path in (f"/jobs/{second['id']}/events", f"/jobs/{second['id']}/result",
+                 f"/jobs/{first['id']}", "/jobs", "/events"):
+        async with http.get(secured.api(f"{path}?token={token}")) as response:
+            assert response.status == 401, path
+    async with http.post(secured.api(f"/jobs/{first['id']}/cancel?token={token}")) as response:
+        assert response.status == 401
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    async with http.get(secured.api(f"/jobs/{first['id']}/events?token={tampered}")) as response:
+        assert response.status == 401
+    stream_tokens: StreamTokens = secured.app[ACCESS].stream_tokens
+    expired = stream_tokens.issue(job_scope(first["id"]), now=time.time() - 2 * 86400)
+    async with http.get(secured.api(f"/jobs/{first['id']}/events?token={expired}")) as response:
+        assert response.status == 401
+
+
+async def test_active_job_limit_gives_429_and_recovers(
+    make_server: MakeServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(api_tokens=f"alice:{ALICE}", max_active_per_principal=1,
+                               workers=1)
+    running = await post(http, server, ALICE, {"type": "polite", "params": {"seconds": 30}})
+    async with http.post(server.api("/jobs"), json={"type": "echo", "params": {}},
+                         headers=bearer(ALICE)) as response:
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        assert "running" in (await response.json())["detail"]
+    async with http.post(server.api(f"/jobs/{running['id']}/cancel"),
+                         headers=bearer(ALICE)) as response:
+        assert response.status == 202
+    await read_stream(http, server.url + running["links"]["events"])
+    await post(http, server, ALICE, {"type": "echo", "params": {}})
+
+
+async def test_submission_rate_limit_gives_429_with_retry_after(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(api_tokens=f"alice:{ALICE},bob:{BOB}", submissions_per_minute=3)
+    for _ in range(3):
+        await post(http, server, ALICE, {"type": "echo", "params": {}})
+    async with http.post(server.api("/jobs"), json={"type": "echo", "params": {}},
+                         headers=bearer(ALICE)) as response:
+        assert response.status == 429
+        assert 1 <= int(response.headers["Retry-After"]) <= 20
+    await post(http, server, BOB, {"type": "echo", "params": {}})  # others are not affected
+
+
+async def test_stream_limits_give_429_per_principal_and_503_in_total(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(api_tokens=f"alice:{ALICE},bob:{BOB}",
+                               max_streams_per_principal=2, max_streams=3)
+    job = await post(http, server, ALICE, {"type": "polite", "params": {"seconds": 30}})
+    url = server.url + job["links"]["events"]
+    opened = []
+    async with aiohttp.ClientSession() as streams:
+        for _ in range(2):
+            response = await streams.get(url)
+            assert response.status == 200
+            opened.append(response)
+        async with streams.get(url) as response:
+            assert response.status == 429
+            assert "Retry-After" in response.headers
+        bob_stream = await streams.get(server.api("/events"), headers=bearer(BOB))
+        assert bob_stream.status == 200
+        async with streams.get(server.api("/events"), headers=bearer(BOB)) as response:
+            assert response.status == 503
+        for response in [*opened, bob_stream]:
+            response.close()
+    async with http.post(server.api(f"/jobs/{job['id']}/cancel"),
+                         headers=bearer(ALICE)) as response:
+        assert response.status == 202
+    read = await read_stream(http, url)  # recovered: streams were released
+    assert read.status == 200
+
+
+async def test_cors_preflight_for_allowed_and_refused_origins(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(cors_origin=("https://app.example",))
+    preflight = {"Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "last-event-id"}
+    async with http.options(server.api("/events"),
+                            headers={**preflight, "Origin": "https://app.example"}) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "Last-Event-ID" in response.headers["Access-Control-Allow-Headers"]
+        assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    async with http.options(server.api("/events"),
+                            headers={**preflight, "Origin": "https://evil.example"}) as response:
+        assert response.status == 403
+        assert "Access-Control-Allow-Origin" not in response.headers
+    async with http.get(server.api("/jobs"), headers={"Origin": "https://app.example"}) as r:
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "Location" in r.headers["Access-Control-Expose-Headers"]
+    async with http.get(server.api("/jobs"), headers={"Origin": "https://evil.example"}) as r:
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_token_file_format() -> None:
+    assert parse_tokens(["# c", "", " a : 0123456789abcdef ", "b:fedcba9876543210"]) == {
+        "0123456789abcdef": "a", "fedcba9876543210": "b"}
+    for bad in (["nocolon0123456789"], ["a:short"], [":0123456789abcdef"],
+                ["a:0123456789abcdef", "b:0123456789abcdef"]):
+        with pytest.raises(ValueError, match="line"):
+            parse_tokens(bad)
