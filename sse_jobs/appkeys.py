@@ -10,6 +10,7 @@ from sse_jobs.config import Settings
 from sse_jobs.engine import Engine
 from sse_jobs.metrics import Metrics
 from sse_jobs.store import Store
+from sse_jobs.webhooks import WebhookSender
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -17,6 +18,7 @@ BROKER = web.AppKey("broker", Broker)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS = web.AppKey("access", Access)
+WEBHOOKS = web.AppKey("webhooks", WebhookSender)
 
 # Request state (aiohttp requests take string keys).
 REQUEST_ID = "sse_jobs.request_id"

@@ -57,6 +57,14 @@ class Settings:
     max_streams: int = 16384
     max_streams_per_principal: int = 1024
     cors_origin: tuple[str, ...] = ()
+    # Webhooks
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 8
+    webhook_timeout: float = 10.0
+    webhook_concurrency: int = 8
+    webhook_retry_base: float = 2.0
+    webhook_retry_max: float = 3600.0
 
     @property
     def results_path(self) -> Path:
@@ -157,6 +165,13 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "max-streams": (_positive_int, "open SSE streams in total (503)"),
     "max-streams-per-principal": (_positive_int, "open SSE streams per token (429)"),
     "cors-origin": (str, "allow this browser origin (repeatable)"),
+    "webhook-secret": (str, "Standard Webhooks secret (whsec_...); default: made once, kept"),
+    "webhook-allow-private": (None, "allow callback URLs on loopback/private addresses"),
+    "webhook-max-attempts": (_positive_int, "attempts before a delivery is dead-lettered"),
+    "webhook-timeout": (_positive_duration, "seconds one delivery attempt may take"),
+    "webhook-concurrency": (_positive_int, "deliveries in flight at once"),
+    "webhook-retry-base": (_positive_duration, "first webhook retry backoff ceiling"),
+    "webhook-retry-max": (_positive_duration, "largest webhook retry backoff"),
 }
 
 # Flags that may be given more than once; the environment lists them comma separated.

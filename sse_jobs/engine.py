@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -43,6 +44,7 @@ from sse_jobs.records import Change, JobRecord, NewJob, ProgressUpdate
 from sse_jobs.registry import Registry
 from sse_jobs.states import EventName, JobState
 from sse_jobs.store.base import Store
+from sse_jobs.webhooks import check_callback_url
 from sse_jobs.worker import WorkerCall
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,8 @@ class Engine:
         timeout = min(request.timeout or job_type.timeout, job_type.timeout)
         attempts = request.max_attempts or job_type.max_attempts
         fingerprint = hashlib.sha256(orjson.dumps(
-            [request.type, params_json, request.priority, timeout, attempts],
+            [request.type, params_json, request.priority, timeout, attempts,
+             request.callback_url, request.callback_events],
             option=orjson.OPT_SORT_KEYS)).hexdigest()
         if idempotency_key is not None:  # a retry of an accepted request is never refused
             existing = await self.store.job_by_idempotency_key(principal, idempotency_key)
@@ -199,13 +202,16 @@ class Engine:
                 return _same_request(existing, fingerprint), False
         if principal != ANONYMOUS:
             await self._check_principal_limits(principal)
+        if request.callback_url is not None:
+            await check_callback_url(request.callback_url, self.settings.webhook_allow_private)
         if await self.store.count_queued() >= self.settings.max_queued:
             raise Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER)
         record, created = await self.store.create_job(NewJob(
             id=self._ids.new(), type=request.type, params=params_json,
             priority=request.priority, max_attempts=attempts, timeout=timeout,
             created_at=time.time(), idempotency_key=idempotency_key, request_hash=fingerprint,
-            principal=principal,
+            principal=principal, callback_url=request.callback_url,
+            callback_events=request.callback_events,
         ))
         if not created:
             return _same_request(record, fingerprint), False
@@ -239,7 +245,8 @@ class Engine:
         record = await self.get(job_id, principal)
         if record.state is JobState.QUEUED:
             with contextlib.suppress(IllegalTransition):  # it may have just started
-                record, _ = await self.store.record(job_id, _cancelled(time.time()))
+                record, _ = await self.store.record(job_id, dataclasses.replace(
+                    _cancelled(time.time()), only_from=frozenset({JobState.QUEUED})))
                 job_log(job_id).info("cancelled while queued")
                 return record, True
             record = await self.get(job_id)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_SHOWN = "sse_jobs_shown"
 
 
 def job_extra(job_id: str) -> dict[str, Any]:
@@ -46,6 +47,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 line[key] = value
+        if hasattr(record, _SHOWN):
+            key, value = getattr(record, _SHOWN)
+            line[key] = value
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
@@ -58,8 +62,21 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ids = [f"{key}={value}" for key in ("request_id", "job_id")
                if (value := getattr(record, key, None)) is not None]
-        record.ids = f" [{' '.join(ids)}]" if ids else ""
+        suffix = f" [{' '.join(ids)}]" if ids else ""
+        if hasattr(record, _SHOWN):
+            key, value = getattr(record, _SHOWN)
+            suffix += f" {key}={value}"
+        record.ids = suffix
         return super().format(record)
+
+
+def show_once(message: str, key: str, value: str) -> None:
+    """Tell the operator a value they must copy now (a generated secret), in the log's
+    format, whatever the log level. The one place a secret is ever written out."""
+    record = logging.LogRecord("sse_jobs", logging.WARNING, __file__, 0, message, None, None)
+    setattr(record, _SHOWN, (key, value))
+    for handler in logging.getLogger().handlers:
+        handler.handle(record)
 
 
 def configure(level: str, fmt: str) -> None:

@@ -26,6 +26,10 @@ class CreateJob(BaseModel):
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
     timeout: float | None = Field(None, gt=0, description="seconds; capped by the type's")
     max_attempts: int | None = Field(None, ge=1, le=100, description="default: the type's")
+    callback_url: str | None = Field(None, max_length=2048,
+                                     description="webhook URL for this job's events")
+    callback_events: Literal["terminal", "all"] = Field(
+        "terminal", description="webhook on terminal events only, or on every event")
 
 
 StateName = Literal["queued", "processing", "completed", "failed", "cancelled"]

@@ -73,6 +73,31 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A webhook for one event of a job, and how its attempts went."""
+
+    id: int
+    job_id: str
+    seq: int
+    event: str
+    url: str
+    state: str  # pending, delivered, dead
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    delivery_id: int
+    number: int
+    at: float
+    status: int | None
+    error: str | None
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressUpdate:
     """A progress event to store for a running attempt."""
 
@@ -95,6 +120,8 @@ class Change:
     result_file: str | None = None
     not_before: float | None = None
     refund_attempt: bool = False  # a retry that does not spend an attempt (shutdown)
+    # Narrows the states the event may be recorded in (cancel *only while still queued*).
+    only_from: frozenset[JobState] | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from sse_jobs import openapi, streams
+from sse_jobs import logs, openapi, streams, webhooks
 from sse_jobs.access import Access
 from sse_jobs.appkeys import (
     ACCESS,
@@ -24,6 +25,7 @@ from sse_jobs.appkeys import (
     PRINCIPAL,
     SETTINGS,
     STORE,
+    WEBHOOKS,
 )
 from sse_jobs.auth import ANONYMOUS, ApiTokens, StreamTokens, TokenFileError, load_tokens
 from sse_jobs.broker import Broker
@@ -32,6 +34,7 @@ from sse_jobs.engine import Engine
 from sse_jobs.errors import (
     BadRequest,
     Conflict,
+    NotFound,
     SseJobsError,
     TooManyRequests,
     Unavailable,
@@ -47,7 +50,8 @@ from sse_jobs.pool import WorkerPool
 from sse_jobs.records import Event, JobRecord
 from sse_jobs.registry import REGISTRY, Registry
 from sse_jobs.states import JobState
-from sse_jobs.store import SQLiteStore
+from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,8 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
         web.get(f"{API}/jobs/{{id}}/events", job_events, allow_head=False, name="job_events"),
         web.get(f"{API}/events", all_events, allow_head=False, name="all_events"),
         web.get(f"{API}/job-types", job_types, allow_head=False),
+        web.get(f"{API}/jobs/{{id}}/deliveries", list_deliveries, allow_head=False),
+        web.post(f"{API}/jobs/{{id}}/deliveries/{{delivery}}/retry", retry_delivery),
         web.get("/healthz", healthz, allow_head=False),
         web.get("/metrics", metrics, allow_head=False),
         web.get("/openapi.json", openapi_document, allow_head=False),
@@ -110,19 +116,24 @@ def _lifecycle(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         broker, metrics = Broker(settings.subscriber_queue), app[METRICS]
+        senders: list[WebhookSender] = []
 
         def committed(events: Sequence[Event]) -> None:
             broker.publish(events)
             metrics.count_events(events)
+            for sender in senders:
+                sender.wake()  # the commit may have stored deliveries
 
         store = SQLiteStore(settings.db)
         await store.open(committed)
         try:
             tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
             stream_key = await store.secret("stream-token-key", lambda: secrets.token_bytes(32))
+            webhook_secret = settings.webhook_secret or await _stored_webhook_secret(store)
         except (TokenFileError, SseJobsError):
             await store.close()
             raise
+        senders.append(WebhookSender(settings, store, metrics, webhook_secret))
         app[ACCESS] = Access(ApiTokens(tokens), StreamTokens(stream_key,
                                                              settings.stream_token_ttl))
         pool = WorkerPool(settings.workers, debug=settings.debug)
@@ -136,13 +147,25 @@ def _lifecycle(
         except BaseException:
             await store.close()
             raise
-        app[BROKER], app[STORE], app[ENGINE] = broker, store, engine
+        app[BROKER], app[STORE], app[ENGINE], app[WEBHOOKS] = broker, store, engine, senders[0]
+        senders[0].start()
         yield
         broker.close_all()
         await engine.stop()
+        await senders[0].close()
         await store.close()
 
     return lifecycle
+
+
+async def _stored_webhook_secret(store: Store) -> str:
+    """The secret made and kept on first start; shown once so receivers can be set up."""
+    made = webhooks.new_secret()
+    secret = (await store.secret("webhook-secret", made.encode)).decode()
+    if secret == made:
+        logs.show_once("generated the webhook signing secret; it is shown this once (or set "
+                       "--webhook-secret)", "webhook_secret", secret)
+    return secret
 
 
 def json_response(
@@ -302,6 +325,28 @@ def _named(request: web.Request) -> str:
 
 def _resource(request: web.Request, record: JobRecord) -> dict[str, Any]:
     return job_resource(record, request.app[ACCESS].job_links(record.id))
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    record = await request.app[ENGINE].get(request.match_info["id"], _named(request))
+    deliveries, attempts = await request.app[STORE].job_deliveries(record.id)
+    return json_response({"deliveries": [
+        webhooks.delivery_resource(d, [a for a in attempts if a.delivery_id == d.id])
+        for d in deliveries]})
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    record = await request.app[ENGINE].get(request.match_info["id"], _named(request))
+    raw = request.match_info["delivery"]
+    delivery = await request.app[STORE].retry_delivery(
+        record.id, int(raw) if raw.isdigit() and len(raw) < 18 else -1, time.time())
+    if delivery is None:
+        deliveries, _ = await request.app[STORE].job_deliveries(record.id)
+        if not any(str(d.id) == raw for d in deliveries):
+            raise NotFound(f"job {record.id} has no delivery {raw!r}")
+        raise Conflict("only a dead-lettered delivery can be retried")
+    request.app[WEBHOOKS].wake()
+    return json_response(webhooks.delivery_resource(delivery, []), 202)
 
 
 # -- streams ----------------------------------------------------------------------------

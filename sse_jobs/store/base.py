@@ -11,7 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from sse_jobs.records import Change, Event, JobRecord, NewJob, ProgressUpdate
+from sse_jobs.records import (
+    Change,
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    JobRecord,
+    NewJob,
+    ProgressUpdate,
+)
 from sse_jobs.states import JobState
 
 EventListener = Callable[[Sequence[Event]], None]
@@ -113,6 +121,28 @@ class Store(ABC):
     @abstractmethod
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of up to ``limit`` terminal jobs that finished before ``cutoff``."""
+
+    # -- webhooks: deliveries are created by the store with the events that call for them
+
+    @abstractmethod
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, soonest first."""
+
+    @abstractmethod
+    async def next_delivery_at(self) -> float | None: ...
+
+    @abstractmethod
+    async def record_attempt(self, attempt: DeliveryAttempt, state: str,
+                             next_attempt_at: float) -> None:
+        """Store an attempt and the delivery's new state (pending, delivered or dead)."""
+
+    @abstractmethod
+    async def retry_delivery(self, job_id: str, delivery_id: int, now: float) -> Delivery | None:
+        """Make a dead delivery pending again; None unless it was dead."""
+
+    @abstractmethod
+    async def job_deliveries(self, job_id: str) -> tuple[list[Delivery], list[DeliveryAttempt]]:
+        """A job's deliveries and all their attempts."""
 
     @abstractmethod
     async def ping(self) -> None:

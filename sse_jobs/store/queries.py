@@ -51,6 +51,28 @@ MIGRATIONS: list[str] = [
         name  TEXT PRIMARY KEY,
         value BLOB NOT NULL
     );
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        event           TEXT NOT NULL,
+        url             TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at      REAL NOT NULL,
+        UNIQUE (job_id, seq)
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+    CREATE TABLE delivery_attempts (
+        delivery_id INTEGER NOT NULL,
+        number      INTEGER NOT NULL,
+        at          REAL NOT NULL,
+        status      INTEGER,
+        error       TEXT,
+        duration    REAL NOT NULL,
+        PRIMARY KEY (delivery_id, number)
+    );
     """,
 ]
 
@@ -129,7 +151,7 @@ PROGRESS = """
 UPDATE jobs SET progress = :progress, message = :message,
                 last_event_id = last_event_id + :count
 WHERE id = :id AND state = 'processing' AND attempt = :attempt
-RETURNING last_event_id, principal
+RETURNING last_event_id, principal, callback_url, callback_events
 """
 
 REQUEST_CANCEL = f"""
@@ -184,6 +206,56 @@ DELETE FROM jobs WHERE id = ? AND state IN ('completed', 'failed', 'cancelled') 
 """
 
 DELETE_EVENTS = "DELETE FROM events WHERE job_id = ?"
+
+DELETE_ATTEMPTS = """
+DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE job_id = ?)
+"""
+
+DELETE_DELIVERIES = "DELETE FROM deliveries WHERE job_id = ?"
+
+DELIVERY_COLUMNS = "id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at"
+
+INSERT_DELIVERY = """
+INSERT INTO deliveries (job_id, seq, event, url, state, next_attempt_at, created_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?)
+"""
+
+DUE_DELIVERIES = f"""
+SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?
+ORDER BY next_attempt_at LIMIT ?
+"""  # noqa: S608 - constant columns
+
+NEXT_DELIVERY_AT = "SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending'"
+
+JOB_DELIVERIES = f"""
+SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY id
+"""  # noqa: S608 - constant columns
+
+SELECT_DELIVERY = f"""
+SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND job_id = ?
+"""  # noqa: S608 - constant columns
+
+JOB_DELIVERY_ATTEMPTS = """
+SELECT a.delivery_id, a.number, a.at, a.status, a.error, a.duration
+FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+WHERE d.job_id = ? ORDER BY a.delivery_id, a.number
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO delivery_attempts (delivery_id, number, at, status, error, duration)
+VALUES (:id, :number, :at, :status, :error, :duration)
+"""
+
+UPDATE_DELIVERY = """
+UPDATE deliveries SET state = :state, attempts = :number, next_attempt_at = :next_attempt_at
+WHERE id = :id
+"""
+
+RETRY_DELIVERY = f"""
+UPDATE deliveries SET state = 'pending', next_attempt_at = :now
+WHERE id = :id AND job_id = :job_id AND state = 'dead'
+RETURNING {DELIVERY_COLUMNS}
+"""  # noqa: S608 - constant columns
 
 FINISHED_BEFORE = """
 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?

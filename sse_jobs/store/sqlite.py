@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,7 +26,15 @@ import orjson
 
 from sse_jobs.errors import IllegalTransition, NotFound, SseJobsError, Unavailable
 from sse_jobs.events import event_data
-from sse_jobs.records import Change, Event, JobRecord, NewJob, ProgressUpdate
+from sse_jobs.records import (
+    Change,
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    JobRecord,
+    NewJob,
+    ProgressUpdate,
+)
 from sse_jobs.states import EventName, JobState, allowed_from
 from sse_jobs.store import queries as q
 from sse_jobs.store.base import EventListener, Store
@@ -213,6 +222,7 @@ class SQLiteStore(Store):
             await conn.execute(q.INSERT_EVENT, self._event_row(event))
             record = await _fetch_job(conn, q.SELECT_JOB, (new.id,))
             assert record is not None
+            await _queue_webhooks(conn, [(event, record.callback_url, record.callback_events)])
             return (record, True), [event]
 
         result: tuple[JobRecord, bool] = await self._write(op)
@@ -221,7 +231,7 @@ class SQLiteStore(Store):
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
         async def op(conn: aiosqlite.Connection) -> tuple[tuple[JobRecord, Event], list[Event]]:
             record = await _fetch_job(conn, q.RECORD[change.event], {
-                "id": job_id, "allowed": _json_list(allowed_from(change.event)),
+                "id": job_id, "allowed": _json_list(_allowed(change)),
                 "state": change.state.value, "at": change.at,
                 "error": None if change.error is None else orjson.dumps(change.error).decode(),
                 "result": change.result, "result_file": change.result_file,
@@ -234,6 +244,7 @@ class SQLiteStore(Store):
             event = self._new_event(job_id, record.last_event_id, change.event, data,
                                     record.principal)
             await conn.execute(q.INSERT_EVENT, self._event_row(event))
+            await _queue_webhooks(conn, [(event, record.callback_url, record.callback_events)])
             return (record, event), [event]
 
         result: tuple[JobRecord, Event] = await self._write(op)
@@ -242,6 +253,7 @@ class SQLiteStore(Store):
     async def record_progress(self, updates: Sequence[ProgressUpdate]) -> list[Event]:
         async def op(conn: aiosqlite.Connection) -> tuple[list[Event], list[Event]]:
             events: list[Event] = []
+            webhooks: list[tuple[Event, str | None, str]] = []
             for (job_id, attempt), group in _grouped(updates).items():
                 last = group[-1]
                 row = await _first_row(conn, q.PROGRESS, {
@@ -256,9 +268,12 @@ class SQLiteStore(Store):
                                       JobState.PROCESSING, update.at, {
                                           "progress": update.progress,
                                           "message": update.message, "eta": update.eta})
-                    events.append(self._new_event(job_id, first_seq + offset,
-                                                  EventName.PROGRESS, data, row[1]))
+                    event = self._new_event(job_id, first_seq + offset, EventName.PROGRESS,
+                                            data, row[1])
+                    events.append(event)
+                    webhooks.append((event, row[2], row[3]))
             await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for e in events])
+            await _queue_webhooks(conn, webhooks)
             return events, events
 
         result: list[Event] = await self._write(op)
@@ -286,6 +301,8 @@ class SQLiteStore(Store):
                                         EventName.PROCESSING, data, record.principal)
                 claimed.append((record, event))
             await conn.executemany(q.INSERT_EVENT, [self._event_row(e) for _, e in claimed])
+            await _queue_webhooks(conn, [(e, r.callback_url, r.callback_events)
+                                         for r, e in claimed])
             return claimed, [event for _, event in claimed]
 
         result: list[tuple[JobRecord, Event]] = await self._write(op)
@@ -295,10 +312,33 @@ class SQLiteStore(Store):
         async def op(conn: aiosqlite.Connection) -> tuple[bool, list[Event]]:
             row = await _first_row(conn, q.DELETE_JOB, (job_id,))
             if row is not None:
-                await conn.execute(q.DELETE_EVENTS, (job_id,))
+                for statement in (q.DELETE_EVENTS, q.DELETE_ATTEMPTS, q.DELETE_DELIVERIES):
+                    await conn.execute(statement, (job_id,))
             return row is not None, []
 
         result: bool = await self._write(op)
+        return result
+
+    async def record_attempt(self, attempt: DeliveryAttempt, state: str,
+                             next_attempt_at: float) -> None:
+        async def op(conn: aiosqlite.Connection) -> tuple[None, list[Event]]:
+            params = {"id": attempt.delivery_id, "number": attempt.number, "at": attempt.at,
+                      "status": attempt.status, "error": attempt.error,
+                      "duration": attempt.duration, "state": state,
+                      "next_attempt_at": next_attempt_at}
+            await conn.execute(q.INSERT_ATTEMPT, params)
+            await conn.execute(q.UPDATE_DELIVERY, params)
+            return None, []
+
+        await self._write(op)
+
+    async def retry_delivery(self, job_id: str, delivery_id: int, now: float) -> Delivery | None:
+        async def op(conn: aiosqlite.Connection) -> tuple[Delivery | None, list[Event]]:
+            row = await _first_row(conn, q.RETRY_DELIVERY,
+                                   {"id": delivery_id, "job_id": job_id, "now": now})
+            return (None if row is None else Delivery(*row)), []
+
+        result: Delivery | None = await self._write(op)
         return result
 
     # -- reads ------------------------------------------------------------------------
@@ -379,6 +419,31 @@ class SQLiteStore(Store):
 
         return await self._read(query)
 
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        async def query(conn: aiosqlite.Connection) -> list[Delivery]:
+            async with conn.execute(q.DUE_DELIVERIES, (now, limit)) as cursor:
+                return [Delivery(*row) for row in await cursor.fetchall()]
+
+        return await self._read(query)
+
+    async def next_delivery_at(self) -> float | None:
+        value = await self._read(lambda conn: self._scalar(conn, q.NEXT_DELIVERY_AT))
+        return None if value is None else float(value)
+
+    async def job_deliveries(
+        self, job_id: str
+    ) -> tuple[list[Delivery], list[DeliveryAttempt]]:
+        async def query(
+            conn: aiosqlite.Connection,
+        ) -> tuple[list[Delivery], list[DeliveryAttempt]]:
+            async with conn.execute(q.JOB_DELIVERIES, (job_id,)) as cursor:
+                deliveries = [Delivery(*row) for row in await cursor.fetchall()]
+            async with conn.execute(q.JOB_DELIVERY_ATTEMPTS, (job_id,)) as cursor:
+                attempts = [DeliveryAttempt(*row) for row in await cursor.fetchall()]
+            return deliveries, attempts
+
+        return await self._read(query)
+
     async def ping(self) -> None:
         await self._read(lambda conn: self._scalar(conn, "SELECT 1"))
 
@@ -386,6 +451,23 @@ class SQLiteStore(Store):
     async def _scalar(conn: aiosqlite.Connection, sql: str, params: Any = ()) -> Any:
         row = await _first_row(conn, sql, params)
         return None if row is None else row[0]
+
+
+async def _queue_webhooks(
+    conn: aiosqlite.Connection, events: Sequence[tuple[Event, str | None, str]]
+) -> None:
+    """Store the webhook deliveries these events call for, in the events' transaction: a
+    webhook can only go out for a stored event, and none is lost in a crash."""
+    rows = [(event.job_id, event.seq, event.name.value, url, time.time(), time.time())
+            for event, url, which in events
+            if url is not None and (event.terminal or which == "all")]
+    if rows:
+        await conn.executemany(q.INSERT_DELIVERY, rows)
+
+
+def _allowed(change: Change) -> frozenset[JobState]:
+    allowed = allowed_from(change.event)
+    return allowed if change.only_from is None else allowed & change.only_from
 
 
 def _json_list(values: Iterable[str]) -> str:

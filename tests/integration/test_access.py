@@ -125,6 +125,7 @@ async def test_active_job_limit_gives_429_and_recovers(
     server = await make_server(api_tokens=f"alice:{ALICE}", max_active_per_principal=1,
                                workers=1)
     running = await post(http, server, ALICE, {"type": "polite", "params": {"seconds": 30}})
+    await read_stream(http, server.url + running["links"]["events"], max_events=2)
     async with http.post(server.api("/jobs"), json={"type": "echo", "params": {}},
                          headers=bearer(ALICE)) as response:
         assert response.status == 429

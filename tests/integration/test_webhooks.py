@@ -1,0 +1,269 @@
+"""Webhooks against a real receiver on 127.0.0.1 that checks every signature."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from conftest import MakeServer, Server, Submit, wait_for
+from sse_client import read_stream
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+FAST = {"webhook_allow_private": True, "webhook_secret": SECRET, "webhook_retry_base": 0.05,
+        "webhook_retry_max": 0.2, "webhook_timeout": 0.5}
+
+
+def spec_verify(headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks check, written from the spec, independent of our signer."""
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(part == f"v1,{expected}" for part in headers["webhook-signature"].split())
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint; ``answer`` decides each response (the outside world we mock)."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    answer: Callable[[int], Any] = lambda n: web.Response(status=204)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    on_receive: Callable[[dict[str, Any]], Any] | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert spec_verify(headers, body), headers
+        Webhook(SECRET).verify(body, headers)  # and the reference implementation agrees
+        payload = orjson.loads(body)
+        self.received.append((headers, payload))
+        if self.on_receive is not None:
+            await self.on_receive(payload)
+        self.arrived.set()
+        result = self.answer(len(self.received))
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    yield hook
+    await runner.cleanup()
+
+
+async def deliveries(http: aiohttp.ClientSession, server: Server, job_id: str) -> list[Any]:
+    async with http.get(server.api(f"/jobs/{job_id}/deliveries")) as response:
+        assert response.status == 200
+        result: list[Any] = (await response.json())["deliveries"]
+        return result
+
+
+async def settled(http: aiohttp.ClientSession, server: Server, job_id: str,
+                  state: str, count: int = 1) -> list[Any]:
+    found: list[Any] = []
+
+    async def done() -> bool:
+        found[:] = await deliveries(http, server, job_id)
+        return len(found) == count and all(d["state"] == state for d in found)
+
+    await wait_for(done, timeout=15)
+    return found
+
+
+async def test_completed_job_is_announced_once_signed_and_after_its_event_is_stored(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST)
+    seen_state: list[str] = []
+
+    async def check_stored(payload: dict[str, Any]) -> None:
+        async with http.get(server.api(f"/jobs/{payload['job_id']}")) as response:
+            seen_state.append((await response.json())["state"])
+
+    receiver.on_receive = check_stored
+    job = await submit(server, "echo", {"value": "secret-result"}, callback_url=receiver.url)
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+    [delivery] = await settled(http, server, job["id"], "delivered")
+
+    [(headers, payload)] = receiver.received
+    assert payload == {"type": "job.completed", "job_id": job["id"], "state": "completed",
+                       "links": {"self": f"/api/v1/jobs/{job['id']}",
+                                 "events": f"/api/v1/jobs/{job['id']}/events",
+                                 "cancel": f"/api/v1/jobs/{job['id']}/cancel",
+                                 "result": f"/api/v1/jobs/{job['id']}/result"}}
+    assert headers["webhook-id"] == f"{job['id']}.{read.ids[-1]}"
+    assert seen_state == ["completed"]  # the event was stored before the webhook went out
+    assert delivery["webhook_id"] == headers["webhook-id"]
+    assert [a["status"] for a in delivery["attempts"]] == [204]
+    assert "secret-result" not in str(receiver.received)
+
+
+async def test_receiver_failing_twice_gets_three_attempts(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST)
+    receiver.answer = lambda n: web.Response(status=503 if n <= 2 else 200)
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    [delivery] = await settled(http, server, job["id"], "delivered")
+    assert [a["status"] for a in delivery["attempts"]] == [503, 503, 200]
+    assert [a["number"] for a in delivery["attempts"]] == [1, 2, 3]
+    ids = {headers["webhook-id"] for headers, _ in receiver.received}
+    assert len(ids) == 1  # the same id on every retry, so receivers can drop duplicates
+
+
+async def test_silent_receiver_is_dead_lettered_and_can_be_retried_by_hand(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST, webhook_max_attempts=3)
+    release = asyncio.Event()
+
+    async def silent(n: int) -> web.Response:
+        if not release.is_set():
+            await release.wait()  # never answers in time
+        return web.Response(status=200)
+
+    receiver.answer = silent
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    [delivery] = await settled(http, server, job["id"], "dead")
+    assert len(delivery["attempts"]) == 3
+    assert all(a["status"] is None and "no answer" in a["error"] for a in delivery["attempts"])
+
+    release.set()
+    async with http.post(server.api(f"/jobs/{job['id']}/deliveries/{delivery['id']}/retry")
+                         ) as response:
+        assert response.status == 202
+        assert (await response.json())["state"] == "pending"
+    [again] = await settled(http, server, job["id"], "delivered")
+    assert [a["status"] for a in again["attempts"]][-1] == 200
+    async with http.post(server.api(f"/jobs/{job['id']}/deliveries/{delivery['id']}/retry")
+                         ) as response:
+        assert response.status == 409  # only dead ones
+    async with http.post(server.api(f"/jobs/{job['id']}/deliveries/999/retry")) as response:
+        assert response.status == 404
+
+
+async def test_final_4xx_is_not_retried(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST)
+    receiver.answer = lambda n: web.Response(status=410)
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    [delivery] = await settled(http, server, job["id"], "dead")
+    assert [a["status"] for a in delivery["attempts"]] == [410]
+
+
+async def test_pending_delivery_survives_a_restart_and_succeeds_once(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    down = True
+    receiver.answer = lambda n: web.Response(status=500 if down else 200)
+    first = await make_server(**FAST, webhook_max_attempts=1000)
+    job = await submit(first, "echo", {"value": 1}, callback_url=receiver.url)
+    await wait_for(lambda: _attempts_at_least(http, first, job["id"], 1), timeout=10)
+    await first.stop()
+    [pending] = await deliveries_in_db(first, job["id"])
+    assert pending["state"] == "pending"
+
+    down = False
+    second = await make_server(**FAST)
+    [delivery] = await settled(http, second, job["id"], "delivered")
+    assert delivery["id"] == pending["id"]
+    statuses = [a["status"] for a in delivery["attempts"]]
+    assert statuses.count(200) == 1
+    assert set(statuses[:-1]) == {500}
+    assert [a["number"] for a in delivery["attempts"]] == list(range(1, len(statuses) + 1))
+
+
+async def deliveries_in_db(server: Server, job_id: str) -> list[dict[str, Any]]:
+    """Read the stopped server's database directly."""
+    with sqlite3.connect(server.settings.db) as conn:
+        rows = conn.execute("SELECT id, state FROM deliveries WHERE job_id = ?", (job_id,))
+        return [{"id": row[0], "state": row[1]} for row in rows]
+
+
+async def _attempts_at_least(http: aiohttp.ClientSession, server: Server, job_id: str,
+                             count: int) -> bool:
+    found = await deliveries(http, server, job_id)
+    return bool(found) and len(found[0]["attempts"]) >= count
+
+
+async def test_every_event_with_callback_events_all(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST, progress_rate=0)
+    job = await submit(server, "sleep", {"seconds": 0.1, "steps": 2}, callback_url=receiver.url,
+                       callback_events="all")
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+    await settled(http, server, job["id"], "delivered", count=len(read.ids))
+    types = sorted((int(h["webhook-id"].split(".")[1]), p["type"]) for h, p in receiver.received)
+    assert types == [(i, f"job.{name}") for i, name in zip(read.ids, read.names, strict=True)]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/x",
+                                 "http://[::1]/x", "http://169.254.169.254/latest",
+                                 "http://localhost/x", "ftp://example.com/x", "not a url",
+                                 "http://user:pw@example.com/x"])
+async def test_private_or_malformed_callback_urls_are_refused(
+    server: Server, http: aiohttp.ClientSession, url: str
+) -> None:
+    body = {"type": "echo", "params": {}, "callback_url": url}
+    async with http.post(server.api("/jobs"), json=body) as response:
+        assert response.status == 422
+        problem = await response.json()
+    assert problem["errors"][0]["field"] == "callback_url"
+
+
+async def test_a_hanging_receiver_does_not_hold_up_others(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**{**FAST, "webhook_timeout": 30})
+    stuck = asyncio.Event()
+
+    async def hang(n: int) -> web.Response:
+        await stuck.wait()
+        return web.Response(status=200)
+
+    receiver.answer = hang
+    slow = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    await asyncio.wait_for(receiver.arrived.wait(), 10)  # its POST is in flight, unanswered
+
+    fast_hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", fast_hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        fast_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        job = await submit(server, "echo", {"value": 2}, callback_url=fast_url)
+        read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+        assert read.names[-1] == "completed"
+        await settled(http, server, job["id"], "delivered")
+        [pending] = await deliveries(http, server, slow["id"])
+        assert pending["state"] == "pending"
+        assert pending["attempts"] == []  # still waiting for the hanging receiver
+    finally:
+        stuck.set()
+        await runner.cleanup()
