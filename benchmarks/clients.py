@@ -40,6 +40,7 @@ class SubscribeSpec:
     connect_concurrency: int = 100
     latency: bool = False  # progress messages carry "i time.time()"
     job_seq: bool = False  # global stream: also check every job's seq is contiguous
+    end_result: int | None = None  # stop at the first completed event with this result
 
 
 class Tally:
@@ -52,6 +53,7 @@ class Tally:
         self.finished = 0
         self.events = 0
         self.counts: Counter[int] = Counter()
+        self.completed: Counter[int] = Counter()
         self.errors: list[str] = []
         self.error_count = 0
         self.first_publish = math.inf
@@ -75,7 +77,8 @@ class Tally:
     def result(self) -> dict[str, Any]:
         return {"subscribers": self.count, "connected": self.connected,
                 "finished": self.finished, "events": self.events,
-                "counts": dict(self.counts), "errors": self.errors,
+                "counts": dict(self.counts), "completed": dict(self.completed),
+                "errors": self.errors,
                 "error_count": self.error_count, "first_publish": self.first_publish,
                 "last_recv": self.last_recv, "latencies": self.latencies.tobytes()}
 
@@ -87,6 +90,7 @@ class _Checker:
         self.spec, self.tally = spec, tally
         self.last: int | None = None
         self.count = 0
+        self.completed = 0
         self.seqs: dict[str, int] = {}
         self.ended = False
 
@@ -113,7 +117,13 @@ class _Checker:
             if previous is not None and seq != previous + 1:
                 tally.fail(f"job {job}: seq {seq} after {previous}")
             self.seqs[job] = seq
-        if name in TERMINAL and self.spec.end_job in (None, data["job_id"]):
+        if name == "completed":
+            self.completed += 1
+        if name not in TERMINAL:
+            return
+        if self.spec.end_result is not None:
+            self.ended = name == "completed" and data["result"] == self.spec.end_result
+        elif self.spec.end_job in (None, data["job_id"]):
             self.ended = True
 
 
@@ -153,6 +163,7 @@ async def _subscribe(http: aiohttp.ClientSession, spec: SubscribeSpec, tally: Ta
             tally.settle(False)
         tally.events += check.count
         tally.counts[check.count] += 1
+        tally.completed[check.completed] += 1
         if check.ended:
             tally.finished += 1
             if spec.expect is not None and check.count != spec.expect:
@@ -186,15 +197,17 @@ def merge(tallies: list[dict[str, Any]]) -> dict[str, Any]:
     for tally in tallies:
         latencies.frombytes(tally["latencies"])
     counts: Counter[int] = Counter()
+    completed: Counter[int] = Counter()
     for tally in tallies:
         counts.update({int(k): v for k, v in tally["counts"].items()})
+        completed.update({int(k): v for k, v in tally["completed"].items()})
     errors = [e for tally in tallies for e in tally["errors"]][:MAX_ERRORS]
     return {
         "subscribers": sum(t["subscribers"] for t in tallies),
         "connected": sum(t["connected"] for t in tallies),
         "finished": sum(t["finished"] for t in tallies),
         "events": sum(t["events"] for t in tallies),
-        "counts": dict(counts), "errors": errors,
+        "counts": dict(counts), "completed": dict(completed), "errors": errors,
         "error_count": sum(t["error_count"] for t in tallies),
         "first_publish": min(t["first_publish"] for t in tallies),
         "last_recv": max(t["last_recv"] for t in tallies), "latencies": latencies,
@@ -350,3 +363,84 @@ def _huey_run(spec: HueySpec) -> dict[str, Any]:
     errors = [] if values == list(range(spec.jobs)) else ["Huey results differ from inputs"]
     return {"seconds": finished - started, "submit_seconds": enqueued - started,
             "jobs": spec.jobs, "errors": errors}
+
+
+# -- steady submissions -------------------------------------------------------------------
+
+
+@dataclass
+class SubmitSpec:
+    url: str
+    rate: float  # submissions a second, open loop: each on schedule, not after the last
+    seconds: float
+    params: dict[str, Any]
+    end_result: int  # the result of the final noop job that ends the subscribers' streams
+    timeout: float
+
+
+async def submitter(spec: SubmitSpec, conn: Connection) -> None:
+    """Submit ``sleep`` jobs at ``rate`` a second for ``seconds``, timing each request;
+    then wait until every one has ended and submit the end-marker ``noop`` job."""
+    latencies: list[float] = []
+    ids: list[str] = []
+    errors: list[str] = []
+    total = round(spec.rate * spec.seconds)
+    async with session() as http:
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        start, elapsed = time.monotonic(), math.nan
+        try:
+            await _submit_all(http, spec, total, latencies, errors, ids, start)
+            elapsed = time.monotonic() - start
+            for job_id in ids:
+                while not await _ended(http, spec.url, job_id):
+                    if time.monotonic() - start > spec.timeout:
+                        raise TimeoutError(f"job {job_id} had not ended after {spec.timeout}s")
+                    await asyncio.sleep(0.1)
+            await _timed_submit(http, spec.url, "noop", {"n": spec.end_result}, [], errors, [])
+        except TimeoutError as exc:
+            errors.append(f"timed out: {exc}")
+    conn.send(("done", {"submitted": total, "seconds": elapsed,
+                        "p50_ms": 1000 * percentile(latencies, 50),
+                        "p99_ms": 1000 * percentile(latencies, 99),
+                        "max_ms": 1000 * max(latencies, default=math.nan),
+                        "accepted": len(latencies), "errors": errors[:MAX_ERRORS],
+                        "error_count": len(errors)}))
+
+
+async def _submit_all(http: aiohttp.ClientSession, spec: SubmitSpec, total: int,
+                      latencies: list[float], errors: list[str], ids: list[str],
+                      start: float) -> None:
+    async with asyncio.timeout(spec.timeout):
+        tasks = []
+        for i in range(total):
+            pause = start + i / spec.rate - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(_timed_submit(
+                http, spec.url, "sleep", spec.params, latencies, errors, ids)))
+        await asyncio.gather(*tasks)
+
+
+async def _timed_submit(http: aiohttp.ClientSession, url: str, type_: str,
+                        params: dict[str, Any], latencies: list[float],
+                        errors: list[str], ids: list[str]) -> None:
+    begin = time.perf_counter()
+    try:
+        async with http.post(f"{url}/api/v1/jobs",
+                             json={"type": type_, "params": params}) as response:
+            body = await response.read()
+            if response.status != 202:
+                errors.append(f"submit: status {response.status} {body[:200]!r}")
+                return
+            ids.append(orjson.loads(body)["id"])
+    except (aiohttp.ClientError, OSError) as exc:
+        errors.append(f"submit: {type(exc).__name__}: {exc}")
+        return
+    latencies.append(time.perf_counter() - begin)
+
+
+async def _ended(http: aiohttp.ClientSession, url: str, job_id: str) -> bool:
+    async with http.get(f"{url}/api/v1/jobs/{job_id}") as response:
+        body = await response.json()
+        return body["state"] in TERMINAL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import multiprocessing
 import os
@@ -225,9 +226,10 @@ class ClientGroup:
             self.conns.append(parent)
             self.procs.append(proc)
 
-    async def expect(self, kind: str, timeout: float) -> list[Any]:
-        """Wait for message ``kind`` from every process; raise on an error or the timeout."""
-        return await asyncio.to_thread(self._expect, kind, timeout)
+    async def expect(self, kind: str, within: float) -> list[Any]:
+        """Wait for message ``kind`` from every process; raise on an error or after
+        ``within`` seconds."""
+        return await asyncio.to_thread(self._expect, kind, within)
 
     def _expect(self, kind: str, timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
@@ -265,10 +267,10 @@ class ClientGroup:
             conn.close()
 
 
-async def recv(conn: Connection, timeout: float) -> Any:
-    """In a load generator: the driver's next message, waiting at most ``timeout``."""
-    if not await asyncio.to_thread(conn.poll, timeout):
-        raise TimeoutError(f"no word from the driver within {timeout}s")
+async def recv(conn: Connection, within: float) -> Any:
+    """In a load generator: the driver's next message, waiting at most ``within`` s."""
+    if not await asyncio.to_thread(conn.poll, within):
+        raise TimeoutError(f"no word from the driver within {within}s")
     return conn.recv()
 
 
@@ -304,9 +306,9 @@ async def get_job(http: aiohttp.ClientSession, url: str, job_id: str) -> dict[st
 
 
 async def wait_state(http: aiohttp.ClientSession, url: str, job_id: str,
-                     states: set[str], timeout: float, interval: float = 0.05) -> dict[str, Any]:
-    """Poll a job until it is in one of ``states``."""
-    async with asyncio.timeout(timeout):
+                     states: set[str], within: float, interval: float = 0.05) -> dict[str, Any]:
+    """Poll a job until it is in one of ``states``; at most ``within`` seconds."""
+    async with asyncio.timeout(within):
         while True:
             job = await get_job(http, url, job_id)
             if job["state"] in states:
@@ -334,11 +336,23 @@ class LoopLag:
         self._lags: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._since = time.monotonic()
+        self._gc_began = 0.0
+        self._gc_pauses: list[tuple[int, float]] = []  # (generation, seconds)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """Garbage-collector pauses hold the loop too; time each one."""
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self._gc_pauses.append((info["generation"], time.perf_counter() - self._gc_began))
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -357,8 +371,13 @@ class LoopLag:
                   "max_ms": 1000 * max(lags, default=0.0),
                   "p99_ms": 1000 * percentile(lags, 99) if lags else 0.0,
                   "over_20ms": sum(1 for lag in lags if lag > 0.020),
-                  "worst": sorted((round(1000 * lag, 1) for lag in lags), reverse=True)[:10]}
+                  "worst": sorted((round(1000 * lag, 1) for lag in lags), reverse=True)[:10],
+                  "gc": {f"gen{g}": {"count": sum(1 for gen, _ in self._gc_pauses if gen == g),
+                                     "max_ms": 1000 * max((p for gen, p in self._gc_pauses
+                                                           if gen == g), default=0.0)}
+                         for g in range(3)}}
         if reset:
+            self._gc_pauses = []
             self._lags = []
             self._since = time.monotonic()
         return result

@@ -143,14 +143,14 @@ async def _warm_up(http: Any, url: str, server: Spawned) -> None:
 
 
 async def _end(opts: Options, server: Spawned, system: str, index: int,
-               timeout: float) -> None:
+               within: float) -> None:
     if system == "bare":
         publisher = ClientGroup(clients.publisher,
-                                [clients.PublishSpec(server.url, 1, 0.0, timeout)])
+                                [clients.PublishSpec(server.url, 1, 0.0, within)])
         try:
-            await publisher.expect("ready", timeout)
+            await publisher.expect("ready", within)
             publisher.send(("go", None))
-            await publisher.expect("done", timeout)
+            await publisher.expect("done", within)
         finally:
             publisher.close()
     else:

@@ -11,9 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sse_jobs import cli, server
-
 from benchmarks.common import add_lag_route
+from sse_jobs import cli, server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

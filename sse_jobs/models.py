@@ -116,6 +116,32 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="with 422: what is invalid")
 
 
+class DeliveryAttemptInfo(BaseModel):
+    number: int
+    at: datetime
+    status: int | None = Field(description="the receiver's HTTP status; null: no answer")
+    error: str | None
+    duration: float = Field(description="seconds")
+
+
+class DeliveryInfo(BaseModel):
+    """A webhook for one event of a job."""
+
+    id: int
+    event: str
+    seq: int
+    url: str
+    webhook_id: str = Field(description="the webhook-id header: <job id>.<seq>")
+    state: Literal["pending", "delivered", "dead"]
+    created_at: datetime
+    next_attempt_at: datetime | None
+    attempts: list[DeliveryAttemptInfo]
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryInfo]
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: str

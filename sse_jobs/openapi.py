@@ -15,6 +15,8 @@ from sse_jobs import __version__
 from sse_jobs.models import (
     API,
     CreateJob,
+    DeliveryInfo,
+    DeliveryList,
     Health,
     Job,
     JobList,
@@ -24,7 +26,8 @@ from sse_jobs.models import (
 from sse_jobs.registry import Registry
 
 _REF = "#/components/schemas/{model}"
-_MODELS: list[type[BaseModel]] = [CreateJob, Health, Job, JobList, JobTypes, Problem]
+_MODELS: list[type[BaseModel]] = [CreateJob, DeliveryInfo, DeliveryList, Health, Job, JobList,
+                                   JobTypes, Problem]
 
 # From a new job to what can be done with it (used by clients and stateful API testing).
 _LINKS = {
@@ -33,6 +36,14 @@ _LINKS = {
 }
 
 _STATE = "(queued|processing|completed|failed|cancelled)"
+
+_SECURITY_SCHEMES = {
+    "apiToken": {"type": "http", "scheme": "bearer",
+                 "description": "an API token from --api-tokens-file; not needed when the "
+                                "server runs without tokens (local, open mode)"},
+    "streamToken": {"type": "apiKey", "in": "query", "name": "token",
+                    "description": "the job-scoped token in links.events and links.result"},
+}
 
 _EVENTS_DESCRIPTION = (
     "Server-Sent Events. Each event has `id`, `event` (queued, processing, progress, "
@@ -104,6 +115,18 @@ def build(registry: Registry) -> dict[str, Any]:
                                "content": {"application/json": {}, "*/*": {}}}},
                            problems=(404, 409)),
             },
+            f"{API}/jobs/{{id}}/deliveries": {
+                "get": _op("listDeliveries", "A job's webhook deliveries and their attempts",
+                           parameters=[job_id], responses={
+                               "200": _json("DeliveryList", "the deliveries")},
+                           problems=(404,)),
+            },
+            f"{API}/jobs/{{id}}/deliveries/{{delivery}}/retry": {
+                "post": _op("retryDelivery", "Send a dead-lettered delivery again", parameters=[
+                    job_id, {"name": "delivery", "in": "path", "required": True,
+                             "schema": {"type": "string"}}], responses={
+                    "202": _json("DeliveryInfo", "scheduled")}, problems=(404, 409)),
+            },
             f"{API}/jobs/{{id}}/events": {
                 "get": _op("jobEvents", "A job's event stream", parameters=[job_id, *resume],
                            responses={"200": _events(), "204": {
@@ -128,7 +151,9 @@ def build(registry: Registry) -> dict[str, Any]:
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}),
             },
         },
-        "components": {"schemas": definitions},
+        "components": {"schemas": definitions, "securitySchemes": _SECURITY_SCHEMES},
+        # Either an API token, or (streams and results) the stream token in a job's links.
+        "security": [{"apiToken": []}, {"streamToken": []}],
     }
 
 
@@ -159,6 +184,12 @@ def _op(operation_id: str, summary: str, *, responses: dict[str, Any],
     if body is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": body}}}
+    if operation_id in {"health", "metrics"}:
+        operation["security"] = []  # open whatever the server's tokens
+    else:
+        problems = (*problems, 401)
+        if operation_id in {"createJob", "jobEvents", "allEvents"}:
+            problems = (*problems, 429, 503)
     for status in problems:
         operation["responses"][str(status)] = {
             "description": "problem", "content": {"application/problem+json": {
