@@ -63,6 +63,31 @@ async def post_job(session: aiohttp.ClientSession, url: str, body: dict[str, Any
         return job_id
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def integrity_ok(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -130,10 +155,15 @@ async def test_sigterm_requeues_running_jobs_and_they_complete_after_restart(
         async with asyncio.timeout(10):
             while not all(any(n == "processing" for _s, n, _d in f.events) for f in followers):
                 await asyncio.sleep(0.05)
+        children = descendants(server.proc.pid)
+        assert len(children) >= 3  # the forkserver and two workers at least
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.proc.wait, 15) == 0
         assert time.monotonic() - started < 0.5 + 8  # grace plus a margin
+        async with asyncio.timeout(10):  # no child process is left behind
+            while any(alive(pid) for pid in children):
+                await asyncio.sleep(0.05)
         server = spawn_server(db=db)
         base[0] = server.url
         await asyncio.wait_for(watching, 60)
