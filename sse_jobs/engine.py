@@ -15,7 +15,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ PROGRESS_CHUNK = 500  # progress events per store call
 RETENTION_BATCH = 100
 RETENTION_INTERVAL = 60.0
 IDLE_DISPATCH_WAIT = 60.0
+STORAGE_RETRY = 1.0  # seconds before loops try storage again after an error
 KILL_WAIT = 15.0  # after the grace period: how long killed attempts get to be recorded
 SHUTDOWN_RETRY_AFTER = 5
 QUEUE_FULL_RETRY_AFTER = 5
@@ -135,7 +136,7 @@ class Engine:
     async def _stop(self) -> None:
         self.accepting = False
         self._dispatch_wakeup.set()
-        await self._loops[0]
+        await asyncio.gather(*self._loops[:1], return_exceptions=True)
         running = [run.outcome for run in self._runs.values()]
         if running:
             log.info("waiting up to %.1fs for %d running jobs", self.settings.shutdown_grace,
@@ -152,7 +153,8 @@ class Engine:
         for task in self._loops[1:]:
             task.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
-        await self._write_progress()
+        with contextlib.suppress(Unavailable):  # unstored progress is moot after a restart
+            await self._write_progress()
         await self.pool.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -296,19 +298,30 @@ class Engine:
     async def _dispatch_loop(self) -> None:
         while self.accepting:
             self._dispatch_wakeup.clear()
-            if self.pool.free and self.pool.alive:
-                wanted = self.pool.free
-                claimed = await self.store.claim(time.time(), wanted)
-                for record, _event in claimed:
-                    self._start(record)
-                if len(claimed) == wanted:
-                    continue
-            delay = IDLE_DISPATCH_WAIT
-            next_at = await self.store.next_run_at() if self.pool.free else None
-            if next_at is not None:
-                delay = min(delay, max(0.0, next_at - time.time()))
+            try:
+                delay = await self._dispatch()
+            except Unavailable as exc:  # storage trouble: keep the loop, try again soon
+                log.warning("dispatch paused: %s", exc.detail)
+                delay = STORAGE_RETRY
+            if delay == 0:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dispatch_wakeup.wait(), delay)
+
+    async def _dispatch(self) -> float:
+        """Start what can start; how long to wait before looking again (0: at once)."""
+        if self.pool.free and self.pool.alive:
+            wanted = self.pool.free
+            claimed = await self.store.claim(time.time(), wanted)
+            for record, _event in claimed:
+                self._start(record)
+            if len(claimed) == wanted:
+                return 0.0
+        delay = IDLE_DISPATCH_WAIT
+        next_at = await self.store.next_run_at() if self.pool.free else None
+        if next_at is not None:
+            delay = min(delay, max(0.0, next_at - time.time()))
+        return delay
 
     def _start(self, record: JobRecord) -> None:
         job_type = self.registry.get(record.type)
@@ -331,7 +344,7 @@ class Engine:
     async def _fail_unrunnable(self, record: JobRecord) -> None:
         error = {"type": "unknown_type", "message": f"job type {record.type!r} is not "
                  "registered on this server (start it with the --jobs module that defines it)"}
-        await self.store.record(record.id, Change(EventName.FAILED, time.time(), error=error,
+        await self._record(record.id, Change(EventName.FAILED, time.time(), error=error,
                                                   data={"error": error}))
 
     # -- progress -----------------------------------------------------------------------
@@ -374,14 +387,23 @@ class Engine:
         while True:
             await self._progress_ready.wait()
             self._progress_ready.clear()
-            await self._write_progress()
+            try:
+                await self._write_progress()
+            except Unavailable as exc:  # workers wait on the full pipe meanwhile
+                log.warning("progress not stored yet: %s", exc.detail)
+                self._progress_ready.set()
+                await asyncio.sleep(STORAGE_RETRY)
 
     async def _write_progress(self) -> None:
         # In chunks, which bounds the events one commit hands to every stream at once.
         while self._progress_out:
             batch = self._progress_out[:PROGRESS_CHUNK]
             del self._progress_out[:PROGRESS_CHUNK]
-            await self.store.record_progress(batch)
+            try:
+                await self.store.record_progress(batch)
+            except Unavailable:
+                self._progress_out[:0] = batch  # not stored: keep it, in order
+                raise
         self.pool.resume_reading()
 
     # -- outcomes -----------------------------------------------------------------------
@@ -404,15 +426,30 @@ class Engine:
         elif outcome.kind == "ok":
             await self._complete(job, outcome, now)
         elif run.cancel_requested or outcome.kind == "cancelled":
-            await self.store.record(job_id, _cancelled(now))
+            await self._record(job_id, _cancelled(now))
             job_log(job_id).info("cancelled")
         else:
             await self._retry_or_fail(job, _error_of(outcome, job), now)
         self._dispatch_wakeup.set()
 
+    async def _record(self, job_id: str, change: Change) -> None:
+        """Record an attempt's outcome, waiting out storage trouble (a full disk) rather
+        than losing it; while starting or stopping, give up and leave the job to the next
+        start's recovery."""
+        for delay in _backoff():
+            try:
+                await self.store.record(job_id, change)
+                return
+            except Unavailable as exc:
+                if not self.accepting:
+                    raise
+                job_log(job_id).warning("cannot record %s yet (%s); retrying in %.0fs",
+                                        change.event.value, exc.detail, delay)
+                await asyncio.sleep(delay)
+
     async def _complete(self, job: JobRecord, outcome: Outcome, now: float) -> None:
         links = job_links(job.id)
-        await self.store.record(job.id, Change(
+        await self._record(job.id, Change(
             EventName.COMPLETED, now, result=outcome.result, result_file=outcome.result_file,
             data={"result": inline_result(outcome.result), "result_url": links["result"]}))
         job_log(job.id).info("completed")
@@ -422,20 +459,20 @@ class Engine:
             backoff = self.settings.retry_base * 2 ** (job.attempt - 1)
             ceiling = min(self.settings.retry_max, backoff)
             retry_at = now + random.uniform(0, ceiling)  # noqa: S311 - "full jitter" backoff
-            await self.store.record(job.id, Change(
+            await self._record(job.id, Change(
                 EventName.RETRYING, now, error=error, not_before=retry_at,
                 data={"attempt": job.attempt + 1, "retry_at": iso(retry_at), "error": error}))
             job_log(job.id).info("attempt %d failed (%s); retrying at %s",
                                  job.attempt, error["type"], iso(retry_at))
             self._dispatch_wakeup.set()
         else:
-            await self.store.record(job.id, Change(EventName.FAILED, now, error=error,
+            await self._record(job.id, Change(EventName.FAILED, now, error=error,
                                                    data={"error": error}))
             job_log(job.id).info("failed (%s)", error["type"])
 
     async def _requeue(self, job: JobRecord, now: float) -> None:
         error = {"type": "interrupted", "message": "the server shut down during this attempt"}
-        await self.store.record(job.id, Change(
+        await self._record(job.id, Change(
             EventName.RETRYING, now, error=error, not_before=now, refund_attempt=True,
             data={"attempt": job.attempt, "retry_at": iso(now), "error": error}))
 
@@ -444,12 +481,15 @@ class Engine:
         for job in await self.store.jobs_in_state(JobState.PROCESSING):
             now = time.time()
             job_log(job.id).warning("was processing when the server stopped")
-            if job.cancel_requested:
-                await self.store.record(job.id, _cancelled(now))
-                continue
             error = {"type": "crashed",
                      "message": f"the server stopped during attempt {job.attempt}"}
-            await self._retry_or_fail(job, error, now)
+            try:
+                if job.cancel_requested:
+                    await self.store.record(job.id, _cancelled(now))
+                else:
+                    await self._retry_or_fail(job, error, now)
+            except Unavailable as exc:  # left processing; the next start tries again
+                job_log(job.id).error("cannot recover it now: %s", exc.detail)
 
     # -- retention ----------------------------------------------------------------------
 
@@ -475,6 +515,13 @@ class Engine:
         if removed:
             log.info("retention: removed %d finished jobs", removed)
         return removed
+
+
+def _backoff() -> Iterator[float]:
+    delay = 1.0
+    while True:
+        yield delay
+        delay = min(delay * 2, 30.0)
 
 
 def _cancelled(now: float) -> Change:

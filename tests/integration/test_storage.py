@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import aiohttp
+import pytest
 
 from conftest import MakeServer, Submit, wait_for
 from sse_client import read_stream
@@ -64,3 +65,28 @@ async def test_retention_sweep_removes_old_finished_jobs_with_events_and_files(
         assert left.fetchone() == (0,)
     async with http.post(server.api(f"/jobs/{blocker['id']}/cancel")) as response:
         assert response.status == 202
+
+
+async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_returns(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await make_server(progress_rate=0)
+    job = await submit(server, "chatty", {"events": 300, "pause": 0.003, "message_size": 500})
+    started = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), max_events=2)
+    assert started.names == ["queued", "processing"]
+    writer = server.app[STORE]._writer
+    assert writer is not None
+    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+
+    async def refused() -> bool:  # the engine keeps what it could not store, and retries
+        return any("not stored yet" in r.getMessage() or "cannot record" in r.getMessage()
+                   for r in caplog.records)
+
+    await wait_for(refused, timeout=10)
+    await writer.execute("PRAGMA max_page_count = 1073741823")
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), timeout=30)
+    assert read.names[-1] == "completed"
+    assert read.ids == list(range(1, len(read.ids) + 1))
+    assert read.names.count("progress") == 300
