@@ -25,7 +25,9 @@ ST = shutil.which("st", path=os.pathsep.join([str(Path(sys.executable).parent),
 
 
 @pytest.mark.skipif(ST is None, reason="schemathesis is not installed")
-def test_generated_requests_get_no_5xx_and_match_the_schema(spawn_server: SpawnServer) -> None:
+def test_generated_requests_get_no_5xx_and_match_the_schema(
+    spawn_server: SpawnServer, tmp_path: Path
+) -> None:
     # Built-in job types only, one worker: fuzzed jobs queue up instead of hogging the CPU.
     server = spawn_server("--workers", "1", test_jobs=False)
     done = subprocess.run(
@@ -33,5 +35,5 @@ def test_generated_requests_get_no_5xx_and_match_the_schema(spawn_server: SpawnS
          "--checks", CHECKS, "--max-examples", "30", "--seed", "20261125",
          # Streams are long-lived by design and have their own tests.
          "--exclude-path-regex", "events$", "--request-timeout", "10"],
-        capture_output=True, text=True, timeout=100, check=False)
+        capture_output=True, text=True, timeout=100, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
