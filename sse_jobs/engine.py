@@ -186,9 +186,8 @@ class Engine:
         try:
             params = job_type.params.model_validate(request.params)
         except ValidationError as exc:
-            raise ValidationFailed(f"invalid params for job type {request.type!r}", [
-                {"field": ".".join(["params", *map(str, err["loc"])]), "message": err["msg"]}
-                for err in exc.errors()]) from None
+            raise ValidationFailed(f"invalid params for job type {request.type!r}",
+                                   _params_errors(exc)) from None
         if idempotency_key is not None and not _valid_key(idempotency_key):
             raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters")
         params_json = params.model_dump(mode="json")
@@ -232,6 +231,17 @@ class Engine:
         if wait:
             raise TooManyRequests(f"{principal} may submit {self.settings.submissions_per_minute}"
                                   " jobs a minute", retry_after=max(1, math.ceil(wait)))
+
+    def params_errors(self, type_name: Any, params: Any) -> list[dict[str, Any]]:
+        """What is wrong with ``params`` for a registered type (nothing if it is unknown)."""
+        job_type = self.registry.get(type_name) if isinstance(type_name, str) else None
+        if job_type is None or not isinstance(params, dict):
+            return []
+        try:
+            job_type.params.model_validate(params)
+        except ValidationError as exc:
+            return _params_errors(exc)
+        return []
 
     async def get(self, job_id: str, principal: str | None = None) -> JobRecord:
         """The job, if it exists and (when ``principal`` is given) belongs to ``principal``;
@@ -515,6 +525,11 @@ class Engine:
         if removed:
             log.info("retention: removed %d finished jobs", removed)
         return removed
+
+
+def _params_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"field": ".".join(["params", *map(str, err["loc"])]), "message": err["msg"]}
+            for err in exc.errors()]
 
 
 def _backoff() -> Iterator[float]:

@@ -140,6 +140,8 @@ def _slug(name: str) -> str:
 async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Headers every response carries, streams and files included (set before sending)."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"  # revalidate: pages and scripts match
     if REQUEST_ID in request:
         response.headers["X-Request-ID"] = request[REQUEST_ID]
     if "cors_origin" in request:

@@ -180,13 +180,16 @@ def json_response(
 
 async def create_job(request: web.Request) -> web.Response:
     body = await _json_body(request)
+    engine = request.app[ENGINE]
     try:
         payload = CreateJob.model_validate(body)
     except ValidationError as exc:
-        raise ValidationFailed("the request body is not a valid job submission", [
-            {"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
-            for err in exc.errors()]) from None
-    engine = request.app[ENGINE]
+        errors = [{"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
+                  for err in exc.errors()]
+        if isinstance(body, dict):  # report the params' errors too, all in one answer
+            errors += engine.params_errors(body.get("type"), body.get("params"))
+        raise ValidationFailed("the request body is not a valid job submission",
+                               errors) from None
     record, created = await engine.submit(payload, request.headers.get("Idempotency-Key"),
                                           _named(request))
     resource = _resource(request, record)

@@ -1097,3 +1097,13 @@ async def test_healthz(server: Server, http: aiohttp.ClientSession) -> None:
         assert response.content_type == "application/json"
         body = await response.json()
     assert body["status"] == "ok"
+
+
+async def test_body_and_params_errors_come_in_one_answer(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    body = {"type": "sleep", "params": {"seconds": -1}, "priority": 5000}
+    async with http.post(server.api("/jobs"), json=body) as response:
+        assert response.status == 422
+        fields = {e["field"] for e in (await response.json())["errors"]}
+    assert fields == {"priority", "params.seconds"}
