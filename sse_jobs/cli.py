@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sse_jobs import commands as client_commands
 from sse_jobs import config, server
 
 
@@ -15,11 +16,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     config.build_parser(commands.add_parser(
         "serve", help="run the server", description="Run the sse-jobs server."))
+    client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return server.run(config.settings_from(args, environ=_environ()))
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return client_commands.run(args, _environ())
 
 
 def _environ() -> dict[str, str]:
