@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -14,7 +15,17 @@ def iso(timestamp: float | None) -> str | None:
     """UTC ISO 8601 with microseconds and a ``Z``, as every time in the API is written."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds = int(timestamp // 1)
+    micros = round((timestamp - seconds) * 1_000_000)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return f"{_whole_second(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=256)
+def _whole_second(seconds: int) -> str:
+    # Formatting a datetime is the costly part, and events come many to a second.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def event_data(

@@ -29,9 +29,12 @@ from sse_jobs.worker import FRAME_HEADER, WorkerCall, init_worker, run_attempt
 
 log = logging.getLogger(__name__)
 
-F_SETPIPE_SZ = 1031  # Linux fcntl; a larger pipe lets workers run ahead of short loop stalls
+# Linux fcntls; a larger pipe lets workers run ahead of short loop stalls.
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_SIZE = 1 << 20
-MAX_READS_PER_WAKEUP = 64  # bounds the time one read callback holds the event loop
+# One read of progress per loop wakeup: about 800 frames, which bounds how long handling
+# them holds the event loop.
+READ_SIZE = 64 * 1024
 
 OutcomeKind = Literal["ok", "error", "cancelled", "timeout", "crashed", "killed"]
 
@@ -87,6 +90,8 @@ class WorkerPool:
         self._on_progress: Callable[[ProgressReport], None] | None = None
         self._reading = False
         self._worker_pids: set[int] = set()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._pipe_size = READ_SIZE
 
     @property
     def free(self) -> int:
@@ -115,6 +120,7 @@ class WorkerPool:
         self._ctx.set_forkserver_preload(["sse_jobs.worker", "sse_jobs.demo_jobs"])
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._writer.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        self._pipe_size = fcntl.fcntl(self._writer.fileno(), F_GETPIPE_SZ)
         os.set_blocking(self._reader.fileno(), False)
         self._pool = pebble.ProcessPool(
             max_workers=self.workers, initializer=init_worker,
@@ -184,23 +190,36 @@ class WorkerPool:
         running = self._running.pop(job_id, None)
         if running is not None:
             self._free_slots.append(running.slot)
-        # The attempt's progress frames were written to the pipe before its result was
-        # sent, so reading the pipe now delivers all of them before the outcome.
-        self._read_progress()
+        assert self._loop is not None
+        task = self._loop.create_task(self._settle(done, outcome))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, done: Future[Any], outcome: asyncio.Future[Outcome]) -> None:
+        """Resolve the outcome once every progress frame of the attempt has been read.
+
+        The frames were written before the result was sent, so they are among what the
+        pipe holds now: reading up to its capacity (or until it is empty) gets them all.
+        It is read a slice at a time, letting the loop run between slices."""
+        budget = self._pipe_size
+        while budget > 0 and self._pool is not None:
+            read = self._read_progress()
+            if read < READ_SIZE:
+                break
+            budget -= read
+            await asyncio.sleep(0)
         if not outcome.done():
             outcome.set_result(_outcome_of(done))
 
-    def _read_progress(self) -> None:
-        fd = self._reader.fileno()
-        for _ in range(MAX_READS_PER_WAKEUP):
-            try:
-                chunk = os.read(fd, 65536)
-            except (BlockingIOError, OSError):
-                break
-            if not chunk:
-                break
-            self._buffer += chunk
+    def _read_progress(self) -> int:
+        """Read and dispatch one slice of frames; how many bytes were read."""
+        try:
+            chunk = os.read(self._reader.fileno(), READ_SIZE)
+        except (BlockingIOError, OSError):
+            return 0
+        self._buffer += chunk
         self._dispatch_frames()
+        return len(chunk)
 
     def _dispatch_frames(self) -> None:
         assert self._on_progress is not None

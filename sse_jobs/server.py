@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -60,6 +61,9 @@ async def serve(settings: Settings) -> None:
                            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
                            access_log=None)  # the request_context middleware logs requests
     await runner.setup()
+    # Everything alive now lives as long as the server: keep it out of the collector's
+    # full passes, which otherwise pause the loop for tens of milliseconds under load.
+    gc.freeze()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

@@ -202,13 +202,17 @@ async def _json_body(request: web.Request) -> Any:
         raise UnsupportedMediaType(
             f"send the body as application/json, not {request.content_type or 'nothing'}")
     raw = await request.read()
+    too_deep = ValidationFailed(f"the body nests deeper than {MAX_JSON_DEPTH} levels",
+                                [{"field": "body", "message": "nested too deeply"}])
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # Newer orjson refuses very deep documents itself: still valid JSON, still a 422.
+        if "depth" in str(exc) or "recursion" in str(exc):
+            raise too_deep from None
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if _depth(body) > MAX_JSON_DEPTH:
-        raise ValidationFailed(f"the body nests deeper than {MAX_JSON_DEPTH} levels",
-                               [{"field": "body", "message": "nested too deeply"}])
+        raise too_deep
     return body
 
 
