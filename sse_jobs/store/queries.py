@@ -96,14 +96,15 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE principal = ? AND idempotency_key = ?
 """  # noqa: S608 - constant columns
 SELECT_STATE = "SELECT state FROM jobs WHERE id = ?"
 
-INSERT_JOB = """
+INSERT_JOB = f"""
 INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
                   not_before, last_event_id, idempotency_key, request_hash, principal,
                   callback_url, callback_events)
 VALUES (:id, :type, 'queued', :params, :priority, :max_attempts, :timeout, :created_at,
         :created_at, 1, :idempotency_key, :request_hash, :principal, :callback_url,
         :callback_events)
-"""
+RETURNING {JOB_COLUMNS}
+"""  # noqa: S608 - constant columns
 
 QUEUE_POSITION = """
 SELECT count(*) FROM jobs

@@ -206,7 +206,7 @@ class SQLiteStore(Store):
                                             (new.principal, new.idempotency_key))
                 if existing is not None:
                     return (existing, False), []
-            await conn.execute(q.INSERT_JOB, {
+            record = await _fetch_job(conn, q.INSERT_JOB, {
                 "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
                 "priority": new.priority, "max_attempts": new.max_attempts,
                 "timeout": new.timeout, "created_at": new.created_at,
@@ -214,14 +214,13 @@ class SQLiteStore(Store):
                 "principal": new.principal, "callback_url": new.callback_url,
                 "callback_events": new.callback_events,
             })
+            assert record is not None
             ahead = await self._scalar(conn, q.QUEUE_POSITION,
                                        {"priority": new.priority, "id": new.id})
             data = event_data(new.id, 1, EventName.QUEUED, JobState.QUEUED, new.created_at,
                               {"position": ahead + 1})
             event = self._new_event(new.id, 1, EventName.QUEUED, data, new.principal)
             await conn.execute(q.INSERT_EVENT, self._event_row(event))
-            record = await _fetch_job(conn, q.SELECT_JOB, (new.id,))
-            assert record is not None
             await _queue_webhooks(conn, [(event, record.callback_url, record.callback_events)])
             return (record, True), [event]
 
@@ -290,8 +289,8 @@ class SQLiteStore(Store):
         async def op(
             conn: aiosqlite.Connection,
         ) -> tuple[list[tuple[JobRecord, Event]], list[Event]]:
-            cursor = await conn.execute(q.CLAIM, {"now": now, "limit": limit})
-            records = sorted((_job(row) for row in await cursor.fetchall()),
+            records = sorted((_job(row) for row in await _rows(conn, q.CLAIM,
+                                                               {"now": now, "limit": limit})),
                              key=lambda r: (-r.priority, r.id))
             claimed = []
             for record in records:
@@ -382,8 +381,7 @@ class SQLiteStore(Store):
 
     async def job_counts(self) -> list[tuple[str, str, int]]:
         async def query(conn: aiosqlite.Connection) -> list[tuple[str, str, int]]:
-            async with conn.execute(q.JOB_COUNTS) as cursor:
-                return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+            return [(row[0], row[1], row[2]) for row in await _rows(conn, q.JOB_COUNTS, ())]
 
         return await self._read(query)
 
@@ -414,15 +412,13 @@ class SQLiteStore(Store):
 
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         async def query(conn: aiosqlite.Connection) -> list[str]:
-            cursor = await conn.execute(q.FINISHED_BEFORE, (cutoff, limit))
-            return [row[0] for row in await cursor.fetchall()]
+            return [row[0] for row in await _rows(conn, q.FINISHED_BEFORE, (cutoff, limit))]
 
         return await self._read(query)
 
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
         async def query(conn: aiosqlite.Connection) -> list[Delivery]:
-            async with conn.execute(q.DUE_DELIVERIES, (now, limit)) as cursor:
-                return [Delivery(*row) for row in await cursor.fetchall()]
+            return [Delivery(*row) for row in await _rows(conn, q.DUE_DELIVERIES, (now, limit))]
 
         return await self._read(query)
 
@@ -436,10 +432,10 @@ class SQLiteStore(Store):
         async def query(
             conn: aiosqlite.Connection,
         ) -> tuple[list[Delivery], list[DeliveryAttempt]]:
-            async with conn.execute(q.JOB_DELIVERIES, (job_id,)) as cursor:
-                deliveries = [Delivery(*row) for row in await cursor.fetchall()]
-            async with conn.execute(q.JOB_DELIVERY_ATTEMPTS, (job_id,)) as cursor:
-                attempts = [DeliveryAttempt(*row) for row in await cursor.fetchall()]
+            deliveries = [Delivery(*row) for row in await _rows(conn, q.JOB_DELIVERIES,
+                                                                (job_id,))]
+            attempts = [DeliveryAttempt(*row) for row in await _rows(
+                conn, q.JOB_DELIVERY_ATTEMPTS, (job_id,))]
             return deliveries, attempts
 
         return await self._read(query)
@@ -488,12 +484,16 @@ async def _refusal(conn: aiosqlite.Connection, job_id: str, event: EventName) ->
     return IllegalTransition(f"job {job_id} is {row[0]}; it cannot become {event.value}")
 
 
+async def _rows(conn: aiosqlite.Connection, sql: str, params: Any) -> list[sqlite3.Row]:
+    # One trip to the connection's thread, and the statement runs to its end: an
+    # unfinished SELECT would keep its read transaction open, and with it an old WAL
+    # snapshot for every later read.
+    return list(await conn.execute_fetchall(sql, params))
+
+
 async def _first_row(conn: aiosqlite.Connection, sql: str, params: Any) -> sqlite3.Row | None:
-    # Closing the cursor ends the statement; an unfinished SELECT would keep its read
-    # transaction open, and with it an old WAL snapshot for every later read.
-    async with conn.execute(sql, params) as cursor:
-        row: sqlite3.Row | None = await cursor.fetchone()
-        return row
+    rows = await _rows(conn, sql, params)
+    return rows[0] if rows else None
 
 
 async def _fetch_job(conn: aiosqlite.Connection, sql: str, params: Any) -> JobRecord | None:
@@ -502,11 +502,11 @@ async def _fetch_job(conn: aiosqlite.Connection, sql: str, params: Any) -> JobRe
 
 
 async def _fetch_jobs(conn: aiosqlite.Connection, sql: str, params: Any) -> list[JobRecord]:
-    return [_job(row) for row in await (await conn.execute(sql, params)).fetchall()]
+    return [_job(row) for row in await _rows(conn, sql, params)]
 
 
 async def _fetch_events(conn: aiosqlite.Connection, sql: str, params: Any) -> list[Event]:
-    rows = await (await conn.execute(sql, params)).fetchall()
+    rows = await _rows(conn, sql, params)
     return [Event(row[0], row[1], row[2], EventName(row[3]), row[4], row[5]) for row in rows]
 
 
