@@ -160,9 +160,6 @@ class WorkerPool:
         if running is not None:
             running.future.cancel()
 
-    def running_jobs(self) -> list[str]:
-        return list(self._running)
-
     def pause_reading(self) -> None:
         """Stop reading progress; workers block on a full pipe, which is the backpressure."""
         if self._reading and self._loop is not None:

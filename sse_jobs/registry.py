@@ -17,7 +17,6 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from sse_jobs.worker import JobContext
 
-P = TypeVar("P", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_TIMEOUT = 7 * 86400.0

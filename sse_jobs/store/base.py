@@ -28,9 +28,6 @@ EventListener = Callable[[Sequence[Event]], None]
 class Store(ABC):
     """Rows in, rows out. Implementations translate their errors into ``sse_jobs.errors``."""
 
-    #: whether more than one server process may share the database (SQLite: no).
-    supports_multiple_servers: bool = False
-
     @abstractmethod
     async def open(self, listener: EventListener) -> None:
         """Connect, migrate the schema, and start delivering committed events to ``listener``."""

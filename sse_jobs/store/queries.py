@@ -232,10 +232,6 @@ JOB_DELIVERIES = f"""
 SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY id
 """  # noqa: S608 - constant columns
 
-SELECT_DELIVERY = f"""
-SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND job_id = ?
-"""  # noqa: S608 - constant columns
-
 JOB_DELIVERY_ATTEMPTS = """
 SELECT a.delivery_id, a.number, a.at, a.status, a.error, a.duration
 FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id

@@ -65,11 +65,6 @@ class SQLiteStore(Store):
         self._closing = False
         self._lock_fd: int | None = None
 
-    @property
-    def write_backlog(self) -> int:
-        """Write requests waiting for the writer (for backpressure on progress)."""
-        return len(self._pending)
-
     async def open(self, listener: EventListener) -> None:
         self._listener = listener
         self.path.parent.mkdir(parents=True, exist_ok=True)
