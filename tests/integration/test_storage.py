@@ -7,7 +7,7 @@ import sqlite3
 import aiohttp
 import pytest
 
-from conftest import MakeServer, Submit, wait_for
+from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
 from sse_jobs.appkeys import ENGINE, STORE
 
@@ -90,3 +90,21 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
     assert read.names[-1] == "completed"
     assert read.ids == list(range(1, len(read.ids) + 1))
     assert read.names.count("progress") == 300
+
+
+async def test_read_only_database_gives_503_and_recovers(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    writer = server.app[STORE]._writer
+    assert writer is not None
+    await writer.execute("PRAGMA query_only = ON")  # SQLite refuses every write: READONLY
+    async with http.post(server.api("/jobs"), json={"type": "echo", "params": {}}) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        assert "readonly" in (await response.json())["detail"]
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200  # reads still work; the server keeps answering
+    await writer.execute("PRAGMA query_only = OFF")
+    job = await submit(server, "echo", {"value": 1})
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+    assert read.names == ["queued", "processing", "completed"]
