@@ -118,22 +118,30 @@ async def test_idle_stream_gets_heartbeat_comments(
 async def test_replay_and_live_race_loses_and_repeats_nothing(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
-    """Clients join while events are being produced, each from a different position."""
+    """Clients join while events are being produced, each resuming from an id it has just
+    seen stored: their replay and the live events overlap."""
     server = await make_server(progress_rate=0)
     job = await submit(server, "chatty", {"events": 400, "pause": 0.002})
     url = server.api(f"/jobs/{job['id']}/events")
+    positions = {i * 7 for i in range(1, 16)}
 
-    async def join_later(delay: float, resume: int) -> list[int]:
-        await asyncio.sleep(delay)
+    async def join(resume: int) -> tuple[int, list[int]]:
         read = await read_stream(http, url, headers={"Last-Event-ID": str(resume)})
-        return [resume, *read.ids]
+        return resume, read.ids
 
-    results = await asyncio.gather(*(join_later(i * 0.05, i * 7) for i in range(16)))
+    joiners = [asyncio.create_task(join(0))]
+    parser = EventStreamParser()
+    async with asyncio.timeout(30), http.get(url) as response:
+        async for chunk in response.content.iter_any():
+            for event in parser.feed(chunk):
+                if int(event.id or 0) in positions:
+                    joiners.append(asyncio.create_task(join(int(event.id or 0))))
+    results = await asyncio.gather(*joiners)
     final = await finished(http, server, job["id"])
-    for ids in results:
-        resume, received = ids[0], ids[1:]
-        expected_start = resume + 1 if resume <= final[-1] else 1
-        assert received == list(range(expected_start, final[-1] + 1)), resume
+
+    assert sorted(resume for resume, _ in results) == [0, *sorted(positions)]
+    for resume, received in results:
+        assert received == list(range(resume + 1, final[-1] + 1)), resume
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
