@@ -10,6 +10,19 @@ import pytest
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
 from sse_jobs.appkeys import ENGINE, STORE
+from sse_jobs.store import SQLiteStore
+
+
+async def writer_sql(store: object, pragma: str) -> None:
+    """Set a PRAGMA on the store's own writer connection (such settings are per
+    connection); ``{pages}`` stands for the database's current page count."""
+    assert isinstance(store, SQLiteStore)
+
+    def run(conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(pragma.format(pages=pages))
+
+    await store.on_writer_thread(run)
 
 
 async def test_full_disk_gives_503_and_recovers(
@@ -17,10 +30,7 @@ async def test_full_disk_gives_503_and_recovers(
 ) -> None:
     server = await make_server()
     store = server.app[STORE]
-    writer = store._writer  # the real connection; SQLITE_FULL is a real SQLite condition
-    assert writer is not None
-    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
-    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    await writer_sql(store, "PRAGMA max_page_count = {pages}")  # a real SQLITE_FULL
     body = {"type": "echo", "params": {"value": "x" * 20_000}}
     for _ in range(3):  # refused every time, and the server keeps serving
         async with http.post(server.api("/jobs"), json=body) as response:
@@ -33,7 +43,7 @@ async def test_full_disk_gives_503_and_recovers(
         assert response.status == 200
         assert (await response.json())["jobs"] == []  # nothing half-written
 
-    await writer.execute("PRAGMA max_page_count = 1073741823")
+    await writer_sql(store, "PRAGMA max_page_count = 1073741823")
     job = await submit(server, "echo", {"value": 1})
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
     assert read.names == ["queued", "processing", "completed"]
@@ -75,17 +85,15 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
     job = await submit(server, "chatty", {"events": 300, "pause": 0.003, "message_size": 500})
     started = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), max_events=2)
     assert started.names == ["queued", "processing"]
-    writer = server.app[STORE]._writer
-    assert writer is not None
-    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
-    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    store = server.app[STORE]
+    await writer_sql(store, "PRAGMA max_page_count = {pages}")
 
     async def refused() -> bool:  # the engine keeps what it could not store, and retries
         return any("not stored yet" in r.getMessage() or "cannot record" in r.getMessage()
                    for r in caplog.records)
 
     await wait_for(refused, timeout=10)
-    await writer.execute("PRAGMA max_page_count = 1073741823")
+    await writer_sql(store, "PRAGMA max_page_count = 1073741823")
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), timeout=30)
     assert read.names[-1] == "completed"
     assert read.ids == list(range(1, len(read.ids) + 1))
@@ -95,16 +103,15 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
 async def test_read_only_database_gives_503_and_recovers(
     server: Server, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
-    writer = server.app[STORE]._writer
-    assert writer is not None
-    await writer.execute("PRAGMA query_only = ON")  # SQLite refuses every write: READONLY
+    store = server.app[STORE]
+    await writer_sql(store, "PRAGMA query_only = ON")  # SQLite refuses every write: READONLY
     async with http.post(server.api("/jobs"), json={"type": "echo", "params": {}}) as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
         assert "readonly" in (await response.json())["detail"]
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 200  # reads still work; the server keeps answering
-    await writer.execute("PRAGMA query_only = OFF")
+    await writer_sql(store, "PRAGMA query_only = OFF")
     job = await submit(server, "echo", {"value": 1})
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
     assert read.names == ["queued", "processing", "completed"]
