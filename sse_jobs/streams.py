@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from sse_jobs.eventstream import encode_event, encode_retry
 from sse_jobs.records import Event
 
 REPLAY_PAGE = 2000
+# Encoded live events kept for the other streams that send the same event in the same framing.
+LIVE_FRAMES = 4096
 RESUME_QUERY = "last_event_id"
 
 EventKey = Callable[[Event], int]
@@ -90,7 +93,8 @@ async def _replay(
         page = await read_after(after)
         if not page:
             return after, False
-        await _send(request, response, _encode(page, key), settings.send_timeout)
+        payload = b"".join(_frame(key(event), event.name.value, event.data) for event in page)
+        await _send(request, response, payload, settings.send_timeout)
         after = key(page[-1])
         if job_stream and page[-1].terminal:
             return after, True
@@ -106,15 +110,22 @@ async def _live(
         batch = [event for event in await subscription.next_batch() if key(event) > last]
         if not batch:
             continue
-        await _send(request, response, _encode(batch, key), settings.send_timeout)
+        payload = b"".join(_live_frame(key(event), event.name.value, event.data)
+                           for event in batch)
+        await _send(request, response, payload, settings.send_timeout)
         last = key(batch[-1])
         if job_stream and batch[-1].terminal:
             return
 
 
-def _encode(events: list[Event], key: EventKey) -> bytes:
-    return b"".join(encode_event(event.data.decode(), id=key(event), event=event.name.value)
-                    for event in events)
+def _frame(ident: int, name: str, data: bytes) -> bytes:
+    return encode_event(data.decode(), id=ident, event=name)
+
+
+# A live event goes to every stream of its job (or every global stream) at about the same
+# time: encode it once for all of them. The arguments determine the bytes, so a cached
+# frame is always the right one.
+_live_frame = functools.lru_cache(maxsize=LIVE_FRAMES)(_frame)
 
 
 async def _send(
