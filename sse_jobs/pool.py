@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 # Linux fcntls; a larger pipe lets workers run ahead of short loop stalls.
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 PIPE_SIZE = 1 << 20
-# One read of progress per loop wakeup: about 800 frames, which bounds how long handling
-# them holds the event loop.
-READ_SIZE = 64 * 1024
+# One read of progress per loop wakeup: about 200 frames, which bounds how long handling
+# them holds the event loop (and the GIL, which the store's writer thread wants too).
+READ_SIZE = 16 * 1024
 
 OutcomeKind = Literal["ok", "error", "cancelled", "timeout", "crashed", "killed"]
 
