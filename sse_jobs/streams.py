@@ -131,7 +131,18 @@ _live_frame = functools.lru_cache(maxsize=LIVE_FRAMES)(_frame)
 async def _send(
     request: web.Request, response: web.StreamResponse, payload: bytes, limit: float
 ) -> None:
-    """Write, but never wait longer than ``limit`` seconds on a peer that stopped reading."""
+    """Write, but never wait longer than ``limit`` seconds on a peer that stopped reading.
+
+    A write waits only when it takes the transport's buffer above its high-water mark
+    (writing pauses until the peer reads), so only then is a timer armed: a timer for
+    every write was the costliest step of fanning an event out to many streams.
+    """
+    transport = request.transport
+    if transport is not None:
+        _low, high = transport.get_write_buffer_limits()
+        if transport.get_write_buffer_size() + len(payload) <= high:
+            await response.write(payload)
+            return
     async with asyncio.timeout(limit):
         await response.write(payload)
 

@@ -195,6 +195,32 @@ async def test_reader_that_keeps_up_is_not_dropped_by_a_burst(
     assert read.ids == list(range(1, 3004))
 
 
+async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    """A peer that vanished without a FIN: its queue never overflows (it is large), but a
+    write that cannot go out within --send-timeout ends the stream and frees it."""
+    server = await make_server(subscriber_queue=1_000_000, progress_rate=0, send_timeout=1.0)
+    broker = server.app[BROKER]
+    job = await submit(server, "chatty", {"events": 30_000, "pause": 0.001, "message_size": 400})
+    stalled = await RawStream.open(server, f"/api/v1/jobs/{job['id']}/events")
+    try:
+        await stalled.constrain_server_side(server, 4096)
+        await job_subscribers(server, 1)
+        await wait_for(_no_subscribers(server), timeout=20)
+        await stalled.read_to_end()  # the server closed it: EOF or reset, not a hang
+    finally:
+        stalled.close()
+    assert broker.dropped == 0  # cut off by the send timeout, not by the queue bound
+    status, received = stalled.events()
+    assert status == "HTTP/1.1 200 OK"
+    got = [int(e.id or 0) for e in received]
+    assert got == list(range(1, len(got) + 1))
+    async with http.get(server.api(f"/jobs/{job['id']}")) as response:
+        assert (await response.json())["state"] == "processing"  # cut off long before the end
+    await cancel(http, server, job["id"])
+
+
 def _no_subscribers(server: Server) -> Callable[[], Awaitable[bool]]:
     async def none_left() -> bool:
         return server.app[BROKER].counts() == (0, 0)
