@@ -420,8 +420,8 @@ class Engine:
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         run = self._runs.pop(job_id)
-        # The slot is free already: the next claim goes to the writer now, and so shares a
-        # commit with this outcome instead of waiting for it.
+        # The slot is free already: the next claim goes to the writer now, and so can share
+        # a commit with this outcome instead of waiting for it.
         self._dispatch_wakeup.set()
         self.metrics.job_duration.labels(run.job.type, outcome.kind).observe(
             time.time() - run.started)

@@ -22,8 +22,12 @@ from sse_jobs.eventstream import encode_event, encode_retry
 from sse_jobs.records import Event
 
 REPLAY_PAGE = 2000
-# Encoded live events kept for the other streams that send the same event in the same framing.
-LIVE_FRAMES = 4096
+# Encoded live events kept for the other streams that send the same event in the same
+# framing; larger events (a completed event may carry 64 KiB of result) are not kept.
+LIVE_FRAMES = 2048
+LIVE_FRAME_MAX_DATA = 2048
+# What chunked transfer encoding adds to a write: the size line and its CRLFs.
+CHUNK_OVERHEAD = 32
 RESUME_QUERY = "last_event_id"
 
 EventKey = Callable[[Event], int]
@@ -110,8 +114,7 @@ async def _live(
         batch = [event for event in await subscription.next_batch() if key(event) > last]
         if not batch:
             continue
-        payload = b"".join(_live_frame(key(event), event.name.value, event.data)
-                           for event in batch)
+        payload = b"".join(_live_frame(key(event), event) for event in batch)
         await _send(request, response, payload, settings.send_timeout)
         last = key(batch[-1])
         if job_stream and batch[-1].terminal:
@@ -125,7 +128,13 @@ def _frame(ident: int, name: str, data: bytes) -> bytes:
 # A live event goes to every stream of its job (or every global stream) at about the same
 # time: encode it once for all of them. The arguments determine the bytes, so a cached
 # frame is always the right one.
-_live_frame = functools.lru_cache(maxsize=LIVE_FRAMES)(_frame)
+_shared_frame = functools.lru_cache(maxsize=LIVE_FRAMES)(_frame)
+
+
+def _live_frame(ident: int, event: Event) -> bytes:
+    if len(event.data) > LIVE_FRAME_MAX_DATA:
+        return _frame(ident, event.name.value, event.data)
+    return _shared_frame(ident, event.name.value, event.data)
 
 
 async def _send(
@@ -133,14 +142,15 @@ async def _send(
 ) -> None:
     """Write, but never wait longer than ``limit`` seconds on a peer that stopped reading.
 
-    A write waits only when it takes the transport's buffer above its high-water mark
-    (writing pauses until the peer reads), so only then is a timer armed: a timer for
-    every write was the costliest step of fanning an event out to many streams.
+    A write can wait only while writing is paused, which the transport does once its
+    buffer is above the high-water mark, until the peer has read it down to the low one.
+    So the timer is armed only for a write made while paused or that may cross the mark:
+    a timer for every write was the costliest step of fanning an event out to many streams.
     """
-    transport = request.transport
-    if transport is not None:
+    transport, protocol = request.transport, request.protocol
+    if transport is not None and not protocol.writing_paused:
         _low, high = transport.get_write_buffer_limits()
-        if transport.get_write_buffer_size() + len(payload) <= high:
+        if transport.get_write_buffer_size() + len(payload) + CHUNK_OVERHEAD <= high:
             await response.write(payload)
             return
     async with asyncio.timeout(limit):

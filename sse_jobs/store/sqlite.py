@@ -206,8 +206,9 @@ class SQLiteStore(Store):
                 outcomes.append(value)
                 events.extend(stored)
             conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
-            log.error("database write failed, %d requests refused: %s", len(ops), exc)
+        except Exception as exc:  # the writer must outlive any one batch
+            log.error("database write failed, %d requests refused: %s", len(ops), exc,
+                      exc_info=not isinstance(exc, sqlite3.Error))  # a bug: its traceback
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             with contextlib.suppress(sqlite3.Error):

@@ -198,8 +198,10 @@ async def test_reader_that_keeps_up_is_not_dropped_by_a_burst(
 async def test_a_peer_that_stops_reading_is_cut_off_after_the_send_timeout(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
-    """A peer that vanished without a FIN: its queue never overflows (it is large), but a
-    write that cannot go out within --send-timeout ends the stream and frees it."""
+    """A peer that stops reading without closing: its queue never overflows (it is large),
+    but once nothing can be written for --send-timeout the stream is ended and freed (by
+    the write's own timer, or by the kernel: aiohttp-sse sets TCP_USER_TIMEOUT to the same
+    value)."""
     server = await make_server(subscriber_queue=1_000_000, progress_rate=0, send_timeout=1.0)
     broker = server.app[BROKER]
     job = await submit(server, "chatty", {"events": 30_000, "pause": 0.001, "message_size": 400})
