@@ -17,6 +17,7 @@ __all__ = [
     "ServerSentEvent",
     "encode_comment",
     "encode_event",
+    "encode_json_event",
     "encode_retry",
 ]
 
@@ -35,7 +36,7 @@ class ServerSentEvent:
 
 
 def _check_field(name: str, value: str) -> None:
-    if any(c in value for c in "\r\n\x00"):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"SSE {name} must not contain CR, LF or NUL: {value!r}")
 
 
@@ -53,6 +54,15 @@ def encode_event(data: str, *, id: str | int | None = None, event: str | None = 
         lines.append(f"event: {event}")
     lines.extend(f"data: {line}" for line in _LINE_END.split(data))
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def encode_json_event(data: bytes, *, id: int, event: str) -> bytes:
+    """``encode_event`` for ``data`` that is one line of UTF-8 JSON, as orjson writes it,
+    straight from the bytes: the form of every stored event, replayed by the thousand."""
+    if b"\n" in data or b"\r" in data:
+        raise ValueError("JSON event data must be one line")
+    _check_field("event", event)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (id, event.encode(), data)
 
 
 def encode_comment(text: str = "") -> bytes:

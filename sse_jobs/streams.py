@@ -18,7 +18,7 @@ from aiohttp_sse import EventSourceResponse
 
 from sse_jobs.broker import Broker, Subscription, SubscriptionClosed
 from sse_jobs.config import Settings
-from sse_jobs.eventstream import encode_event, encode_retry
+from sse_jobs.eventstream import encode_json_event, encode_retry
 from sse_jobs.records import Event
 
 REPLAY_PAGE = 2000
@@ -122,7 +122,7 @@ async def _live(
 
 
 def _frame(ident: int, name: str, data: bytes) -> bytes:
-    return encode_event(data.decode(), id=ident, event=name)
+    return encode_json_event(data, id=ident, event=name)
 
 
 # A live event goes to every stream of its job (or every global stream) at about the same

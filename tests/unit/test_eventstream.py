@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from sse_jobs.eventstream import (
     ServerSentEvent,
     encode_comment,
     encode_event,
+    encode_json_event,
     encode_retry,
 )
 
@@ -295,3 +297,24 @@ def test_roundtrip_stream(items: list[tuple[str, int | None]], split: st.DataObj
     ]
     assert parser.comments == len(items)
     assert parser.retry == 1000
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(JSON, st.integers(0, 2**62), st.sampled_from(["queued", "progress", "completed"]))
+def test_json_event_encoding_equals_the_general_one(value: object, id: int, event: str) -> None:
+    data = orjson.dumps(value)
+    assert encode_json_event(data, id=id, event=event) == encode_event(data.decode(), id=id,
+                                                                       event=event)
+
+
+@pytest.mark.parametrize("data", [b'"a"\n', b'{"a":\r1}', b"\r\n"])
+def test_json_event_encoding_refuses_more_than_one_line(data: bytes) -> None:
+    with pytest.raises(ValueError, match="one line"):
+        encode_json_event(data, id=1, event="progress")
