@@ -176,10 +176,21 @@ class SQLiteStore(Store):
             await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+        # Every future of the batch is settled whatever fails here: a writer task that died
+        # would leave every later write, and so a graceful shutdown, waiting for ever.
         ops = [op for op, _future in batch]
-        outcomes, events = await self.on_writer_thread(lambda conn: self._transaction(conn, ops))
+        try:
+            outcomes, events = await self.on_writer_thread(
+                lambda conn: self._transaction(conn, ops))
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            log.error("database writer failed, %d requests refused: %s", len(ops), exc)
+            outcomes, events = [exc] * len(ops), []
         if events:
-            self._listener(events)
+            try:
+                self._listener(events)
+            except Exception:  # stored all the same: streams catch up by replay
+                log.exception("handing %d committed events to the listener failed",
+                              len(events))
         for (_op, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,3 +76,25 @@ async def test_progress_is_grouped_with_contiguous_sequences_and_stale_attempts_
     assert [e.id for e in published] == list(range(1, len(published) + 1))
     replay = await sqlite.job_events("01M8900000000000000000000A", 3, 100)
     assert [e.seq for e in replay] == [4, 5, 6, 7]
+
+
+async def test_a_listener_that_fails_loses_no_write_and_stops_no_later_one(
+    tmp_path: Path,
+) -> None:
+    heard: list[Event] = []
+
+    def listener(events: Sequence[Event]) -> None:
+        heard.extend(events)
+        if len(heard) == 1:
+            raise RuntimeError("a broken subscriber")
+
+    sqlite = SQLiteStore(tmp_path / "store.db")
+    await sqlite.open(listener)
+    try:
+        first, created = await sqlite.create_job(new_job("01M8900000000000000000000A"))
+        second, _ = await sqlite.create_job(new_job("01M8900000000000000000000B"))
+        assert created
+        assert [e.job_id for e in heard] == [first.id, second.id]
+        assert [e.seq for e in await sqlite.job_events(first.id, 0, 10)] == [1]
+    finally:
+        await sqlite.close()
