@@ -87,17 +87,23 @@ async def check_callback_url(url: str, allow_private: bool) -> None:
         return ValidationFailed(f"callback_url: {message}",
                                 [{"field": "callback_url", "message": message}])
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed on access: a port out of range raises here
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise refuse(f"is not a valid URL: {exc}") from None
     if len(url) > MAX_URL or parts.scheme not in {"http", "https"} or not parts.hostname:
         raise refuse("must be an http or https URL with a host")
     if parts.username or parts.password:
         raise refuse("must not carry credentials")
     resolver = GuardedResolver(allow_private)
     try:
-        await resolver.resolve(parts.hostname, parts.port or 0, socket.AF_UNSPEC)
+        await resolver.resolve(parts.hostname, port or 0, socket.AF_UNSPEC)
     except OSError as exc:
         raise refuse(str(exc) if "resolves to" in str(exc) else
                      f"cannot resolve {parts.hostname}") from None
+    except UnicodeError:  # not a host name at all: an empty or over-long label
+        raise refuse(f"{parts.hostname!r} is not a valid host name") from None
     finally:
         await resolver.close()
 

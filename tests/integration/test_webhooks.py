@@ -224,7 +224,9 @@ async def test_every_event_with_callback_events_all(
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/x",
                                  "http://[::1]/x", "http://169.254.169.254/latest",
                                  "http://localhost/x", "ftp://example.com/x", "not a url",
-                                 "http://user:pw@example.com/x"])
+                                 "http://user:pw@example.com/x", "http://example.com:99999/",
+                                 "http://example.com:abc/", "http://[::1/x", "http://a..com/",
+                                 f"http://{'a' * 64}.com/"])
 async def test_private_or_malformed_callback_urls_are_refused(
     server: Server, http: aiohttp.ClientSession, url: str
 ) -> None:
