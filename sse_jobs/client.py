@@ -93,7 +93,8 @@ class ApiError(SseJobsClientError):
 
 
 class StreamUnavailable(ApiError):
-    """A stream request was answered, but not with an event stream."""
+    """A stream request was answered, but not with an event stream, or with one that
+    brought nothing at all (held back by a proxy that buffers)."""
 
 
 class Unreachable(SseJobsClientError):
@@ -184,8 +185,10 @@ class Client:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         """``timeout`` bounds each request; a stream silent for ``read_timeout`` (the server
-        pings every 15 s) counts as dropped; following a job raises ``Unreachable`` once
-        the server has not answered usefully for ``give_up_after`` seconds."""
+        pings every 15 s) counts as dropped, and one that sent nothing at all in that time
+        as held back by a buffering proxy (``wait`` then polls); following a job raises
+        ``Unreachable`` once the server has not answered usefully for ``give_up_after``
+        seconds."""
         self.url = url.rstrip("/")
         self.token = token
         self.timeout, self.read_timeout, self.give_up_after = timeout, read_timeout, give_up_after
@@ -320,11 +323,12 @@ class Client:
         self, url: str, state: _Resume, *, strict: bool
     ) -> AsyncGenerator[JobEvent, None]:
         """One connection to the stream: yields events not yet seen; notes in ``state``
-        how it ended."""
+        how it ended. ``strict``: a stream that sends nothing, not even the ``retry:``
+        the server sends first, raises ``StreamUnavailable`` (something buffers it)."""
         headers = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
         if state.last:
             headers["Last-Event-ID"] = str(state.last)
-        fresh = False
+        fresh = received = False
         try:
             async with self._session().get(url, headers=self._headers(headers),
                                            timeout=self._stream_timeout()) as response:
@@ -332,6 +336,7 @@ class Client:
                     return
                 parser = EventStreamParser()
                 async for chunk in response.content.iter_any():
+                    received = True
                     events = parser.feed(chunk)
                     if parser.retry is not None:
                         state.retry = parser.retry / 1000
@@ -347,6 +352,10 @@ class Client:
             state.lost("the stream ended before the job finished", fresh=fresh)
             state.down_since = None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            if strict and not received and isinstance(exc, TimeoutError):
+                raise StreamUnavailable(200, "Stream held back", f"nothing arrived on {url} "
+                                        f"within {self.read_timeout:g}s: a proxy may be "
+                                        "buffering the stream") from None
             state.lost(exc, fresh=fresh)
 
     async def _usable(self, response: aiohttp.ClientResponse, state: _Resume, *,

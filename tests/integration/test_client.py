@@ -94,7 +94,7 @@ async def make_proxy(http: aiohttp.ClientSession) -> AsyncIterator[MakeProxy]:
         proxy = Proxy(server.url, http, streams)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", proxy.handle)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=True)  # a held stream ends with its client
         await runner.setup()
         runners.append(runner)
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -113,6 +113,15 @@ async def bad_gateway(proxy: Proxy, request: web.Request) -> web.StreamResponse:
 
 async def not_a_stream(proxy: Proxy, request: web.Request) -> web.StreamResponse:
     return web.Response(text="streaming is disabled here", content_type="text/plain")
+
+
+async def holds_the_stream(proxy: Proxy, request: web.Request) -> web.StreamResponse:
+    """Answers as an event stream but passes nothing on, as a proxy that buffers whole
+    responses would."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await asyncio.sleep(20)
+    return response
 
 
 async def forgetful_cut_once(proxy: Proxy, request: web.Request) -> web.StreamResponse:
@@ -186,13 +195,14 @@ async def test_a_replay_that_overlaps_is_not_yielded_twice_and_retry_is_honoured
     assert second - first >= 0.3  # the server's retry: 300
 
 
-@pytest.mark.parametrize("streams", [bad_gateway, not_a_stream])
+@pytest.mark.parametrize("streams", [bad_gateway, not_a_stream, holds_the_stream])
 async def test_wait_polls_when_the_stream_is_unavailable(
     make_server: MakeServer, make_proxy: MakeProxy, streams: StreamHandler
 ) -> None:
     server = await make_server()
     proxy = await make_proxy(server, streams)
-    async with Client(proxy.url, backoff=Backoff(base=0.05, max_delay=5)) as client:
+    async with Client(proxy.url, backoff=Backoff(base=0.05, max_delay=5),
+                      read_timeout=0.5) as client:
         job = await client.submit("sleep", {"seconds": 1.2, "steps": 3})
         async with asyncio.timeout(20):
             done = await client.wait(job)
