@@ -217,6 +217,7 @@ async def test_killed_worker_is_retried_and_the_pool_replaces_it(
             follower = Follower(job_id)
             await follower.run(session, [server.url], time.monotonic() + 20)
             assert follower.events[-1][1] == "completed"
+    integrity_ok(tmp_path / "jobs.db")
 
 
 async def test_crash_while_processing_retries_with_crashed_then_fails_when_out_of_attempts(

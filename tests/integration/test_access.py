@@ -60,7 +60,8 @@ async def test_a_principal_cannot_see_or_touch_another_principals_jobs(
     await read_stream(http, secured.url + bob_job["links"]["events"])
     job = f"/jobs/{alice_job['id']}"
     for method, path in (("GET", job), ("POST", f"{job}/cancel"), ("DELETE", job),
-                         ("GET", f"{job}/result"), ("GET", f"{job}/events")):
+                         ("GET", f"{job}/result"), ("GET", f"{job}/events"),
+                         ("GET", f"{job}/deliveries"), ("POST", f"{job}/deliveries/1/retry")):
         async with http.request(method, secured.api(path), headers=bearer(BOB)) as response:
             assert response.status == 404, (method, path)
     async with http.get(secured.api("/jobs"), headers=bearer(BOB)) as response:
@@ -210,3 +211,17 @@ def test_token_file_format() -> None:
                 ["a:0123456789abcdef", "b:0123456789abcdef"]):
         with pytest.raises(ValueError, match="line"):
             parse_tokens(bad)
+
+
+async def test_the_dashboard_page_allows_only_its_own_scripts(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{server.url}/") as response:
+        assert response.status == 200
+        policy = dict(directive.strip().split(" ", 1) for directive in
+                      response.headers["Content-Security-Policy"].split(";"))
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert policy["script-src"] == "'self'"
+    assert policy["default-src"] == "'self'"
+    assert policy["object-src"] == "'none'"
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]

@@ -1100,6 +1100,11 @@ async def test_job_defaults_and_caps_apply_to_submissions(
     job = await submit(server, "echo", {"value": 1}, max_attempts=4, priority=-7)
     assert job["max_attempts"] == 4
     assert job["priority"] == -7
+    type_timeout = server.app[ENGINE].registry.get("echo").timeout  # type: ignore[union-attr]
+    assert (await submit(server, "echo", {"value": 1}))["timeout"] == type_timeout
+    assert (await submit(server, "echo", {"value": 1}, timeout=2.5))["timeout"] == 2.5
+    capped = await submit(server, "echo", {"value": 1}, timeout=type_timeout * 10)
+    assert capped["timeout"] == type_timeout  # a request never raises the type's maximum
 
 
 async def test_healthz(server: Server, http: aiohttp.ClientSession) -> None:

@@ -265,7 +265,9 @@ async def test_exception_is_retried_with_bounded_backoff(
         assert error["message"] == f"attempt {attempt - 1} fails on purpose"
         assert "traceback" not in error
         at, retry_at = parse_time(retrying["at"]), parse_time(retrying["retry_at"])
-        assert at <= retry_at <= at + retry_max + 0.001, (at, retry_at)
+        # full jitter: anywhere up to retry_base * 2^(failed attempts - 1), capped
+        ceiling = min(retry_max, 0.05 * 2 ** (attempt - 2))
+        assert at <= retry_at <= at + ceiling + 0.001, (at, retry_at, ceiling)
         # the next attempt does not start before its retry time
         assert parse_time(data[index + 1]["at"]) >= retry_at - 0.001
         assert data[index + 1]["attempt"] == attempt

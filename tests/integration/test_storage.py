@@ -25,6 +25,11 @@ async def writer_sql(store: object, pragma: str) -> None:
     await store.on_writer_thread(run)
 
 
+def integrity_ok(server: Server) -> None:
+    with sqlite3.connect(server.settings.db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 async def test_full_disk_gives_503_and_recovers(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
@@ -48,6 +53,7 @@ async def test_full_disk_gives_503_and_recovers(
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
     assert read.names == ["queued", "processing", "completed"]
     assert read.ids == [1, 2, 3]
+    integrity_ok(server)
 
 
 async def test_retention_sweep_removes_old_finished_jobs_with_events_and_files(
@@ -98,6 +104,7 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
     assert read.names[-1] == "completed"
     assert read.ids == list(range(1, len(read.ids) + 1))
     assert read.names.count("progress") == 300
+    integrity_ok(server)
 
 
 async def test_read_only_database_gives_503_and_recovers(
@@ -115,3 +122,4 @@ async def test_read_only_database_gives_503_and_recovers(
     job = await submit(server, "echo", {"value": 1})
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
     assert read.names == ["queued", "processing", "completed"]
+    integrity_ok(server)
