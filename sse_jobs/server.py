@@ -68,7 +68,8 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = runner.addresses[0][1]
-        print(f"sse-jobs listening on http://{settings.host}:{port}", flush=True)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+        print(f"sse-jobs listening on http://{host}:{port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from conftest import SpawnServer
+from conftest import SpawnServer, _first_line
 from sse_jobs.eventstream import EventStreamParser
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -281,3 +283,28 @@ def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--insecure" in done.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_an_ipv6_host_is_announced_as_a_url_that_works(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    proc = subprocess.Popen([sys.executable, "-m", "sse_jobs", "serve", "--host", "::1",
+                             "--port", "0", "--db", str(tmp_path / "x.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = _first_line(proc, timeout=30)
+        assert re.fullmatch(r"sse-jobs listening on http://\[::1\]:\d+", line), line
+        with urllib.request.urlopen(line.split()[-1] + "/healthz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
