@@ -50,7 +50,7 @@ from sse_jobs.pool import WorkerPool
 from sse_jobs.records import Event, JobRecord
 from sse_jobs.registry import REGISTRY, Registry
 from sse_jobs.states import JobState
-from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.store import Store, store_for
 from sse_jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _lifecycle(
             for sender in senders:
                 sender.wake()  # the commit may have stored deliveries
 
-        store = SQLiteStore(settings.db)
+        store = store_for(settings)
         await store.open(committed)
         try:
             tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
