@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -373,3 +374,68 @@ async def test_screenshots_at_desktop_and_phone_width(
     assert await phone.evaluate("document.documentElement.scrollWidth <= innerWidth")
     await phone.screenshot(path=ARTIFACTS / "dashboard-phone.png", full_page=True,
                            animations="disabled")
+
+
+async def test_with_api_tokens_the_page_signs_in_once_and_never_puts_the_token_in_a_url(
+    make_server: MakeServer, browser: Browser, tmp_path: Path
+) -> None:
+    token = "alice-token-0123456789abcdef"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{token}\n")
+    server = await make_server(api_tokens_file=tokens)
+    context = await browser.new_context(viewport=DESKTOP)
+    page = await context.new_page()
+    requests: list[Any] = []
+
+    def record(request: Any) -> None:  # a bound method is refused as a Playwright handler
+        requests.append(request)
+
+    page.on("request", record)
+    try:
+        await page.goto(server.url)
+        signin = page.locator("#signin")
+        await expect(signin).to_be_visible(timeout=TIMEOUT)
+        await page.get_by_label("API token").fill("not-the-token-0123456789")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signin-error")).to_contain_text("not accepted")
+        await page.get_by_label("API token").fill(token)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(signin).to_be_hidden()
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live",
+                                                                    timeout=TIMEOUT)
+        assert await page.evaluate("sessionStorage.getItem('sse-jobs.api-token')") == token
+
+        await page.get_by_label("Job type").select_option("sleep")
+        seconds, steps = fields(page, "Seconds", "Steps")
+        await seconds.fill("0.3")
+        await steps.fill("2")
+        await page.get_by_role("button", name="Submit job").click()
+        row = page.locator("tr.job")
+        await expect(row.locator(".badge")).to_have_text("completed", timeout=TIMEOUT)
+        await row.get_by_role("link").click()
+        await expect(page.get_by_role("dialog").locator("#detail-state")).to_have_text(
+            "completed")
+
+        await page.reload()  # the tab keeps its token: no second sign-in
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live",
+                                                                    timeout=TIMEOUT)
+        await expect(signin).to_be_hidden()
+        await expect(page.locator("tr.job .badge")).to_have_text("completed")
+
+        assert not [r.url for r in requests if token in r.url]
+        streams = [r for r in requests if r.resource_type == "eventsource"]
+        assert "/api/v1/events" in {urlsplit(r.url).path for r in streams}
+        assert any("/api/v1/jobs/" in urlsplit(r.url).path for r in streams)
+        for stream in streams:  # EventSource cannot send headers: each carries a stream token
+            assert "token=" in urlsplit(stream.url).query, stream.url
+            assert "authorization" not in await stream.all_headers()
+        api_calls = [r for r in requests if r.resource_type == "fetch"
+                     and urlsplit(r.url).path.startswith("/api/v1/")]
+        sent = [(await r.all_headers()).get("authorization") for r in api_calls]
+        assert "Bearer not-the-token-0123456789" in sent  # refused, then asked again
+        assert sent[-1] == f"Bearer {token}"
+        assert set(sent) <= {None, "Bearer not-the-token-0123456789", f"Bearer {token}"}
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "auth-mode.png")
+        await context.close()
