@@ -63,6 +63,16 @@ def _forbidden(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def _forbidden_literal(url: str) -> bool:
+    """Whether ``url``'s host is an IP address that may not be called. aiohttp never asks
+    the resolver about an address literal, so ``GuardedResolver`` cannot see it."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return _forbidden(host)
+    except ValueError:  # a name: the resolver checks what it resolves to
+        return False
+
+
 class GuardedResolver(AbstractResolver):
     """Resolves like aiohttp does, but refuses hosts with non-public addresses."""
 
@@ -192,6 +202,8 @@ class WebhookSender:
         assert self._session is not None
         job = await self._store.get_job(delivery.job_id)
         body = payload(delivery, job.state.value if job else "deleted")
+        if not self._settings.webhook_allow_private and _forbidden_literal(delivery.url):
+            return None, "the callback URL is a loopback, private or reserved address", None
         message_id = f"{delivery.job_id}.{delivery.seq}"
         now = datetime.now(UTC)
         headers = {"content-type": "application/json", "webhook-id": message_id,
@@ -208,7 +220,9 @@ class WebhookSender:
         except TimeoutError:
             return None, f"no answer within {self._settings.webhook_timeout:g}s", None
         except (aiohttp.ClientError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500], None
+            # aiohttp wraps the resolver's refusal; its reason is in the cause
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            return None, f"{type(exc).__name__}: {exc}{cause}"[:500], None
 
     def _next_step(self, delivery: Delivery, number: int, status: int | None,
                    retry_after: float | None) -> tuple[str, float]:

@@ -9,6 +9,7 @@ import hmac
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -194,6 +195,47 @@ async def test_pending_delivery_survives_a_restart_and_succeeds_once(
     assert statuses.count(200) == 1
     assert set(statuses[:-1]) == {500}
     assert [a["number"] for a in delivery["attempts"]] == list(range(1, len(statuses) + 1))
+
+
+async def test_429_with_retry_after_and_408_are_retried_and_retry_after_is_honoured(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**{**FAST, "webhook_retry_max": 5.0})
+    answers = {1: web.Response(status=429, headers={"Retry-After": "1"}),
+               2: web.Response(status=408)}
+    receiver.answer = lambda n: answers.get(n, web.Response(status=200))
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    [delivery] = await settled(http, server, job["id"], "delivered")
+    attempts = delivery["attempts"]
+    assert [a["status"] for a in attempts] == [429, 408, 200]
+    # the jittered backoff of a first retry is at most 0.05 s here: the wait is Retry-After's
+    first, second = (datetime.fromisoformat(a["at"]).timestamp() for a in attempts[:2])
+    assert second - first >= 1.0
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+async def test_an_address_that_turned_private_is_refused_at_delivery_time(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver,
+    host: str,
+) -> None:
+    """As after DNS rebinding: the URL passed the check when the job was created (here,
+    under --webhook-allow-private), but where it leads now may not be called, so nothing
+    is sent: a name is checked as it resolves, an address literal as it is."""
+    receiver.answer = lambda n: web.Response(status=500)
+    first = await make_server(**FAST, webhook_max_attempts=1000)
+    url = receiver.url.replace("127.0.0.1", host)
+    job = await submit(first, "echo", {"value": 1}, callback_url=url)
+    await wait_for(lambda: _attempts_at_least(http, first, job["id"], 1), timeout=10)
+    await first.stop()
+    sent_before = len(receiver.received)
+
+    second = await make_server(**{**FAST, "webhook_allow_private": False},
+                               webhook_max_attempts=3)
+    [delivery] = await settled(http, second, job["id"], "dead")
+    refused = delivery["attempts"][sent_before:]
+    assert refused
+    assert all(a["status"] is None and "private" in a["error"] for a in refused), refused
+    assert len(receiver.received) == sent_before
 
 
 async def deliveries_in_db(server: Server, job_id: str) -> list[dict[str, Any]]:
