@@ -95,6 +95,20 @@ def write_file(ctx: JobContext, params: FileParams) -> dict[str, str]:
     return {"name": params.name}
 
 
+class SmuggleParams(BaseModel):
+    how: str = "name"  # "name": a result_file set by hand; "link": a symlink out
+
+
+@job("smuggle", params=SmuggleParams, max_attempts=1,
+     description="Point its result at a file outside its result directory")
+def smuggle(ctx: JobContext, params: SmuggleParams) -> str:
+    if params.how == "link":
+        os.symlink("/etc/passwd", ctx.result_path("passwd"))
+    else:
+        ctx.result_file = "../" * 16 + "etc/passwd"  # past the name check of result_path
+    return params.how
+
+
 class NapParams(BaseModel):
     seconds: float = 30.0
 

@@ -987,6 +987,20 @@ async def test_result_file_name_escaping_its_directory_fails_the_job(
     assert written == []
 
 
+@pytest.mark.parametrize("how", ["name", "link"])
+async def test_a_result_that_points_outside_its_directory_is_never_served(
+    server: Server, submit: Submit, http: aiohttp.ClientSession, how: str
+) -> None:
+    job = await submit(server, "smuggle", {"how": how})
+    read = await finished(http, server, job["id"])
+    assert read.names[-1] == "completed"
+    async with http.get(server.api(f"/jobs/{job['id']}/result")) as response:
+        body = await response.read()
+        assert response.status == 409
+        assert response.content_type == "application/problem+json"
+    assert b"root:" not in body
+
+
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
 _PARAM = re.compile(rf";[ \t]*({_TOKEN}\*?)[ \t]*=[ \t]*({_TOKEN}|{_QUOTED})[ \t]*")

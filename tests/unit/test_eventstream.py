@@ -310,8 +310,11 @@ JSON = st.recursive(
 @given(JSON, st.integers(0, 2**62), st.sampled_from(["queued", "progress", "completed"]))
 def test_json_event_encoding_equals_the_general_one(value: object, id: int, event: str) -> None:
     data = orjson.dumps(value)
-    assert encode_json_event(data, id=id, event=event) == encode_event(data.decode(), id=id,
-                                                                       event=event)
+    encoded = encode_json_event(data, id=id, event=event)
+    assert encoded == encode_event(data.decode(), id=id, event=event)
+    [parsed] = EventStreamParser().feed(encoded)  # and it comes back unchanged
+    assert (parsed.id, parsed.event, parsed.data) == (str(id), event, data.decode())
+    assert orjson.loads(parsed.data) == orjson.loads(data)
 
 
 @pytest.mark.parametrize("data", [b'"a"\n', b'{"a":\r1}', b"\r\n"])
