@@ -202,6 +202,21 @@ async def test_timeout_fails_the_attempt_and_the_next_job_runs(
     await assert_pool_serves(http, server, submit)
 
 
+async def test_a_timed_out_attempt_is_retried_while_attempts_remain(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "spin", {"seconds": 60}, timeout=0.3, max_attempts=2)
+    read = await run_to_end(http, server, job["id"], timeout=15)
+
+    assert read.names == ["queued", "processing", "retrying", "processing", "failed"]
+    retrying, failed = read.data()[2], read.data()[4]
+    assert retrying["attempt"] == 2
+    assert retrying["error"]["type"] == "timeout"
+    assert failed["error"]["type"] == "timeout"
+    assert "attempt 2" in failed["error"]["message"]
+    await assert_pool_serves(http, server, submit)
+
+
 async def test_worker_killed_mid_job_is_retried_as_crashed(
     server: Server, submit: Submit, http: aiohttp.ClientSession
 ) -> None:

@@ -6,10 +6,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
+import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +21,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from conftest import MakeServer, Server, Submit, wait_for
+from conftest import MakeServer, Server, SpawnServer, Submit, wait_for
 from sse_client import read_stream
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -311,3 +314,22 @@ async def test_a_hanging_receiver_does_not_hold_up_others(
     finally:
         stuck.set()
         await runner.cleanup()
+
+
+def test_a_generated_secret_is_stored_and_shown_only_on_first_start(
+    spawn_server: SpawnServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "secret.db"
+    first = spawn_server(db=db)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=30) == 0
+    second = spawn_server(db=db)
+
+    shown = re.findall(r"webhook_secret=(whsec_\S+)", first.log.read_text())
+    assert len(shown) == 1
+    assert "whsec_" not in second.log.read_text()
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT value FROM secrets WHERE name = 'webhook-secret'"
+                                 ).fetchone()
+    assert stored.decode() == shown[0]
+    Webhook(shown[0])  # a secret a Standard Webhooks verifier accepts
