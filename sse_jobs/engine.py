@@ -136,7 +136,11 @@ class Engine:
     async def _stop(self) -> None:
         self.accepting = False
         self._dispatch_wakeup.set()
-        await asyncio.gather(*self._loops[:1], return_exceptions=True)
+        if self._loops:  # the dispatcher ends at this wakeup; a stuck one may not hold us up
+            done, _ = await asyncio.wait(self._loops[:1], timeout=KILL_WAIT)
+            if not done:
+                log.error("the dispatcher did not stop within %.0fs; cancelling it", KILL_WAIT)
+                self._loops[0].cancel()
         running = [run.outcome for run in self._runs.values()]
         if running:
             log.info("waiting up to %.1fs for %d running jobs", self.settings.shutdown_grace,
@@ -150,9 +154,9 @@ class Engine:
         while (self._tasks or self._runs) and time.monotonic() < deadline:
             await asyncio.wait([*self._tasks, *(r.outcome for r in self._runs.values())],
                                timeout=deadline - time.monotonic())
-        for task in self._loops[1:]:
+        for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        await asyncio.gather(*self._loops, return_exceptions=True)
         with contextlib.suppress(Unavailable):  # unstored progress is moot after a restart
             await self._write_progress()
         await self.pool.close()
@@ -312,6 +316,9 @@ class Engine:
                 delay = await self._dispatch()
             except Unavailable as exc:  # storage trouble: keep the loop, try again soon
                 log.warning("dispatch paused: %s", exc.detail)
+                delay = STORAGE_RETRY
+            except Exception:  # a bug, or a pool that refuses work: say so, keep the loop
+                log.exception("dispatch failed; trying again in %.0fs", STORAGE_RETRY)
                 delay = STORAGE_RETRY
             if delay == 0:
                 continue
