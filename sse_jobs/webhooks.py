@@ -200,10 +200,10 @@ class WebhookSender:
 
     async def _post(self, delivery: Delivery) -> tuple[int | None, str | None, float | None]:
         assert self._session is not None
-        job = await self._store.get_job(delivery.job_id)
-        body = payload(delivery, job.state.value if job else "deleted")
         if not self._settings.webhook_allow_private and _forbidden_literal(delivery.url):
             return None, "the callback URL is a loopback, private or reserved address", None
+        job = await self._store.get_job(delivery.job_id)
+        body = payload(delivery, job.state.value if job else "deleted")
         message_id = f"{delivery.job_id}.{delivery.seq}"
         now = datetime.now(UTC)
         headers = {"content-type": "application/json", "webhook-id": message_id,

@@ -182,8 +182,8 @@ class SQLiteStore(Store):
         try:
             outcomes, events = await self.on_writer_thread(
                 lambda conn: self._transaction(conn, ops))
-        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-            log.error("database writer failed, %d requests refused: %s", len(ops), exc)
+        except Exception as exc:  # the thread could not run it at all: every caller hears
+            log.exception("database writer failed, %d requests refused", len(ops))
             outcomes, events = [exc] * len(ops), []
         if events:
             try:
