@@ -68,12 +68,13 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = runner.addresses[0][1]
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
-        print(f"sse-jobs listening on http://{host}:{port}", flush=True)
+        # Handlers first: whoever reads the announcement may send SIGTERM at once.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+        print(f"sse-jobs listening on http://{host}:{port}", flush=True)
         await stop.wait()
         log.info("shutting down")
         await drain(runner.app)

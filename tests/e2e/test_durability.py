@@ -308,3 +308,14 @@ def test_an_ipv6_host_is_announced_as_a_url_that_works(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_sigterm_right_after_the_announcement_is_a_graceful_shutdown(
+    spawn_server: SpawnServer, tmp_path: Path
+) -> None:
+    """Whoever reads the "listening" line may stop the server at once (a supervisor, a
+    test); the signal handlers are in place before the line is printed."""
+    for attempt in range(5):
+        server = spawn_server(db=tmp_path / f"quick-{attempt}.db")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0, attempt
