@@ -322,8 +322,9 @@ class Engine:
                 delay = STORAGE_RETRY
             if delay == 0:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dispatch_wakeup.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see webhooks._run
+                async with asyncio.timeout(delay):
+                    await self._dispatch_wakeup.wait()
 
     async def _dispatch(self) -> float:
         """Start what can start; how long to wait before looking again (0: at once)."""

@@ -173,8 +173,12 @@ class WebhookSender:
                 due = await self._store.next_delivery_at()
                 if due is not None:
                     wait = min(wait, max(WAKE_THROTTLE, due - time.time()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+            # that arrives as the event is set (a commit at shutdown does both), and close()
+            # then waited for this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             await asyncio.sleep(WAKE_THROTTLE)
 

@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 
 from conftest import MakeServer, Server, SpawnServer, Submit, wait_for
 from sse_client import read_stream
+from sse_jobs.appkeys import WEBHOOKS
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 FAST = {"webhook_allow_private": True, "webhook_secret": SECRET, "webhook_retry_base": 0.05,
@@ -333,3 +334,17 @@ def test_a_generated_secret_is_stored_and_shown_only_on_first_start(
                                  ).fetchone()
     assert stored.decode() == shown[0]
     Webhook(shown[0])  # a secret a Standard Webhooks verifier accepts
+
+
+async def test_the_sender_stops_when_a_commit_wakes_it_as_it_is_closed(server: Server) -> None:
+    """At shutdown the last commits wake the sender just as it is closed; the close must
+    still end its loop (asyncio.wait_for on Python 3.11 swallowed that cancellation)."""
+    sender = server.app[WEBHOOKS]
+
+    async def idle() -> bool:  # its loop waits for a wakeup (white-box: the Event's waiters)
+        return bool(sender._wakeup._waiters)  # type: ignore[attr-defined]
+
+    await wait_for(idle, timeout=10)
+    sender.wake()
+    async with asyncio.timeout(10):
+        await sender.close()
