@@ -1,12 +1,19 @@
 """In-process publish/subscribe of stored events to open streams.
 
 Each subscription has a bounded buffer. Publishing never waits: a subscriber that still
-has ``maxsize`` unread events when the next commit's events arrive is dropped (its
-stream is closed, it reconnects with Last-Event-ID and replays from storage), so one
-slow reader can neither slow the others nor grow memory. The check is made per commit,
-not per event, so a reader that keeps up is never dropped by one large group commit;
-a buffer thus holds at most ``maxsize`` plus one commit's events (references shared by
-all subscribers).
+has ``maxsize`` unread events when the next fan-out arrives is dropped (its stream is
+closed, it reconnects with Last-Event-ID and replays from storage), so one slow reader
+can neither slow the others nor grow memory. The check is made per fan-out, not per
+event, so a reader that keeps up is never dropped by one large group commit; a buffer
+thus holds at most ``maxsize`` plus one fan-out's events (references shared by all
+subscribers).
+
+Fan-outs are rate-limited, ``rate`` a second with bursts of ``FAN_OUT_BURST``. Every
+fan-out wakes each stream with an event in it and each then writes (a send(2) to its
+socket), so with many streams the cost is per fan-out, not per event: under a dense
+commit rate, the commits that arrive while the limit holds go out together in the next
+fan-out, one write per stream. A commit after a quiet spell goes out at once, and the
+burst lets a source that publishes at about the rate itself through without delay.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from sse_jobs.records import Event
+
+FAN_OUT_BURST = 3.0
 
 
 class SubscriptionClosed(Exception):
@@ -86,11 +95,16 @@ class Subscription:
 class Broker:
     """Routes each committed event to the subscriptions of its job and to global ones."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, rate: float = 0.0) -> None:
         self.queue_size = queue_size
+        self._rate = rate  # fan-outs a second; 0: every commit at once
         self._by_job: dict[str, set[Subscription]] = {}
         self._global: set[Subscription] = set()
         self._per_principal: dict[str, int] = {}
+        self._held: list[Event] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self._tokens = FAN_OUT_BURST
+        self._refilled_at = 0.0
         self.dropped = 0
 
     def subscribe(self, job_id: str | None, principal: str) -> Subscription:
@@ -123,6 +137,33 @@ class Broker:
 
     def publish(self, events: Sequence[Event]) -> None:
         """Called by the store after each commit, with that commit's events in order."""
+        if self._flush is not None:  # a fan-out is due: these go with it, in order
+            self._held.extend(events)
+            return
+        if self._rate:
+            self._refill()
+            if self._tokens < 1.0:
+                self._held = list(events)
+                self._flush = asyncio.get_running_loop().call_later(
+                    (1.0 - self._tokens) / self._rate, self._fan_out_held)
+                return
+            self._tokens -= 1.0
+        self._fan_out(events)
+
+    def _refill(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(FAN_OUT_BURST,
+                           self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+
+    def _fan_out_held(self) -> None:
+        self._flush = None
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1.0)
+        events, self._held = self._held, []
+        self._fan_out(events)
+
+    def _fan_out(self, events: Sequence[Event]) -> None:
         by_job: dict[str, list[Event]] = {}
         for event in events:
             if event.job_id in self._by_job:
@@ -136,7 +177,14 @@ class Broker:
                 self.dropped += not subscription.push(mine)
 
     def close_all(self) -> None:
-        """End every subscription (shutdown): each stream finishes and its client resumes."""
+        """End every subscription (shutdown): each stream finishes and its client resumes.
+
+        Held events are let go with the buffers (they are stored; clients replay them),
+        and from now on nothing is held: no fan-out is left scheduled."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush, self._held = None, []
+        self._rate = 0.0
         for subscribers in self._by_job.values():
             for subscription in subscribers:
                 subscription.close()

@@ -40,6 +40,7 @@ class Settings:
     retry_ms: int = 3000
     progress_rate: float = 10.0
     subscriber_queue: int = 1024
+    fan_out_rate: float = 20.0
     # Jobs
     cancel_grace: float = 5.0
     retry_base: float = 1.0
@@ -150,6 +151,8 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "retry-ms": (_positive_int, "the 'retry:' reconnection delay sent to SSE clients"),
     "progress-rate": (_non_negative, "progress events stored per job per second; 0 = all"),
     "subscriber-queue": (_positive_int, "events buffered per stream before it is dropped"),
+    "fan-out-rate": (_non_negative, "writes a second to each stream at most, under load; "
+                                    "0 = one per commit"),
     "cancel-grace": (parse_duration, "seconds a running job has to stop before it is killed"),
     "retry-base": (parse_duration, "first retry backoff ceiling in seconds"),
     "retry-max": (parse_duration, "largest retry backoff in seconds"),

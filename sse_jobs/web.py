@@ -115,7 +115,7 @@ def _lifecycle(
     settings: Settings, registry: Registry
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        broker, metrics = Broker(settings.subscriber_queue), app[METRICS]
+        broker, metrics = Broker(settings.subscriber_queue, settings.fan_out_rate), app[METRICS]
         senders: list[WebhookSender] = []
 
         def committed(events: Sequence[Event]) -> None:

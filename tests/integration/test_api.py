@@ -101,7 +101,7 @@ async def processing(http: aiohttp.ClientSession, server: Server, job_id: str) -
     """Wait (on its stream) until the job's attempt has started."""
     read = await read_stream(http, server.api(f"/jobs/{job_id}/events"), max_events=2,
                              until_terminal=False)
-    assert read.names == ["queued", "processing"]
+    assert read.names[:2] == ["queued", "processing"]  # its first progress may share the chunk
 
 
 async def occupy(http: aiohttp.ClientSession, server: Server, submit: Submit) -> str:

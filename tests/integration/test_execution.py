@@ -542,6 +542,7 @@ async def test_global_stream_replays_resumes_and_starts_live(
         pending: list[asyncio.Future[None]] = []
         resumed = await read_global(http, server, after=position, until=until)
         await asyncio.gather(*pending)
+        resumed = resumed[:expected + 1]  # the marker's later events may share its chunk
         assert global_ids(resumed) == list(range(position + 1, total + 2))
         assert [e.data for e in resumed[:expected]] == [e.data for e in everything[position:]]
         assert resumed[-1].event == "queued"

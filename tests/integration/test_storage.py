@@ -90,7 +90,7 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
     server = await make_server(progress_rate=0)
     job = await submit(server, "chatty", {"events": 300, "pause": 0.003, "message_size": 500})
     started = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), max_events=2)
-    assert started.names == ["queued", "processing"]
+    assert started.names[:2] == ["queued", "processing"]
     store = server.app[STORE]
     await writer_sql(store, "PRAGMA max_page_count = {pages}")
 

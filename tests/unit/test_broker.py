@@ -1,0 +1,81 @@
+"""The broker's fan-out limit: commits beyond the burst are held, then go out together."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sse_jobs.broker import FAN_OUT_BURST, Broker, Subscription, SubscriptionClosed
+from sse_jobs.records import Event
+from sse_jobs.states import EventName
+
+RATE = 20.0
+JOB = "01M8900000000000000000000A"
+
+
+def event(ident: int) -> Event:
+    return Event(ident, JOB, ident, EventName.PROGRESS, b"{}", "anonymous")
+
+
+async def taken_at_once(subscription: Subscription) -> list[int]:
+    """What the subscription holds right now. A fan-out made at once has pushed its events
+    before this coroutine runs, so the short timeout can only fail a held fan-out."""
+    try:
+        batch = await asyncio.wait_for(subscription.next_batch(), timeout=0.001)
+    except TimeoutError:
+        return []
+    return [e.id for e in batch]
+
+
+async def test_without_a_rate_every_commit_goes_out_at_once() -> None:
+    broker = Broker(queue_size=100)
+    subscription = broker.subscribe(None, "anonymous")
+    for ident in range(1, 11):
+        broker.publish([event(ident)])
+        assert await taken_at_once(subscription) == [ident]
+
+
+async def test_commits_beyond_the_burst_are_held_and_go_out_together_in_order() -> None:
+    broker = Broker(queue_size=100, rate=RATE)
+    everyone, of_job = broker.subscribe(None, "anonymous"), broker.subscribe(JOB, "anonymous")
+    burst = int(FAN_OUT_BURST)
+    for ident in range(1, burst + 1):
+        broker.publish([event(ident)])
+    broker.publish([event(burst + 1)])
+    broker.publish([event(burst + 2), event(burst + 3)])
+    for subscription in (everyone, of_job):
+        assert await taken_at_once(subscription) == list(range(1, burst + 1))
+    loop = asyncio.get_running_loop()
+    held_since = loop.time()
+    for subscription in (everyone, of_job):
+        batch = await asyncio.wait_for(subscription.next_batch(), timeout=5)
+        assert [e.id for e in batch] == [burst + 1, burst + 2, burst + 3]
+    assert loop.time() - held_since >= 0.9 / RATE  # the bucket was empty: one token's time
+
+
+async def test_after_a_quiet_spell_a_commit_goes_out_at_once() -> None:
+    broker = Broker(queue_size=100, rate=RATE)
+    subscription = broker.subscribe(None, "anonymous")
+    for ident in range(1, int(FAN_OUT_BURST) + 1):
+        broker.publish([event(ident)])
+    assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
+    await asyncio.sleep(1.1 / RATE)  # the quiet spell under test: one token comes back
+    broker.publish([event(10)])
+    assert await taken_at_once(subscription) == [10]
+    broker.publish([event(11)])
+    assert await taken_at_once(subscription) == []  # spent again: held
+
+
+async def test_shutdown_ends_every_subscription_and_holds_nothing_after() -> None:
+    broker = Broker(queue_size=100, rate=RATE)
+    subscription = broker.subscribe(JOB, "anonymous")
+    for ident in range(1, int(FAN_OUT_BURST) + 3):
+        broker.publish([event(ident)])
+    assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
+    broker.close_all()
+    with pytest.raises(SubscriptionClosed):  # the held events are stored: the client
+        await subscription.next_batch()  # replays them when it reconnects
+    late = broker.subscribe(JOB, "anonymous")
+    broker.publish([event(100)])
+    assert await taken_at_once(late) == [100]  # after shutdown began, nothing is held
