@@ -84,6 +84,9 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("forkserver")
         self._cancel_flags: Any = self._ctx.RawArray("b", workers)
         self._reader, self._writer = self._ctx.Pipe(duplex=False)
+        # Workers get the read end; the write end stays here, never written to: the kernel
+        # closes it when this process exits, however it exits, and the workers follow.
+        self._lifeline_reader, self._lifeline_writer = self._ctx.Pipe(duplex=False)
         self._buffer = bytearray()
         self._pool: pebble.ProcessPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,7 +127,8 @@ class WorkerPool:
         os.set_blocking(self._reader.fileno(), False)
         self._pool = pebble.ProcessPool(
             max_workers=self.workers, initializer=init_worker,
-            initargs=(self._writer, self._cancel_flags), context=self._ctx,
+            initargs=(self._writer, self._cancel_flags, self._lifeline_reader),
+            context=self._ctx,
         )
         self.resume_reading()
 
@@ -180,8 +184,8 @@ class WorkerPool:
         pool, self._pool = self._pool, None
         pool.stop()  # type: ignore[no-untyped-call]
         await asyncio.to_thread(pool.join, 10)
-        self._reader.close()
-        self._writer.close()
+        for end in (self._reader, self._writer, self._lifeline_reader, self._lifeline_writer):
+            end.close()
 
     def _finish(self, job_id: str, done: Future[Any], outcome: asyncio.Future[Outcome]) -> None:
         running = self._running.pop(job_id, None)

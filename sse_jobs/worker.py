@@ -4,14 +4,20 @@ Progress travels to the server over one pipe shared by all workers. Each message
 single ``os.write`` of at most ``PIPE_BUF`` bytes, which POSIX makes atomic, so workers need
 no lock to share it — a worker killed mid-job can never leave a lock held or half a
 message in the pipe. Cancellation travels the other way as one shared byte per pool slot.
+
+A third pipe is the lifeline: the server holds its only write end and never writes, so a
+worker reads end-of-file exactly when the server is gone, even after kill -9, and exits
+instead of running an orphaned attempt to its end (the next server runs it again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import struct
+import threading
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -31,15 +37,27 @@ _channel_fd: int | None = None
 _cancel_flags: Any = None
 
 
-def init_worker(channel: Connection, cancel_flags: Any) -> None:
-    """Pool initializer: remember the progress pipe and the cancel flags of this process."""
+ORPHANED_EXIT_CODE = 70
+
+
+def init_worker(channel: Connection, cancel_flags: Any, lifeline: Connection) -> None:
+    """Pool initializer: remember the progress pipe and the cancel flags of this process,
+    and watch the lifeline."""
     global _channel_fd, _cancel_flags  # noqa: PLW0603 - per-process state set once at start
     # Ctrl-C reaches the whole foreground process group; the server, not the job, decides
     # what happens to a running attempt on shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _channel_fd = channel.fileno()
     _cancel_flags = cancel_flags
+    threading.Thread(target=_exit_when_server_is_gone, args=(lifeline.fileno(),),
+                     name="lifeline", daemon=True).start()
     _send(["w", os.getpid()])  # lets the server count live workers
+
+
+def _exit_when_server_is_gone(lifeline_fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.read(lifeline_fd, 1)  # returns only at end-of-file: the server has exited
+    os._exit(ORPHANED_EXIT_CODE)
 
 
 def _send(message: list[Any]) -> None:

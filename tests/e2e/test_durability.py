@@ -263,6 +263,29 @@ async def test_crash_while_processing_retries_with_crashed_then_fails_when_out_o
     integrity_ok(db)
 
 
+async def test_kill_9_leaves_no_worker_running_an_orphaned_attempt(
+    spawn_server: SpawnServer,
+) -> None:
+    """A job that never reports progress never finds its pipe broken; its worker, the
+    forkserver and the resource tracker must still all exit with the server."""
+    server = spawn_server()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        job_id = await post_job(session, server.url, {"type": "spin", "params": {"seconds": 120}})
+        async with session.get(f"{server.url}/api/v1/jobs/{job_id}/events") as response:
+            parser = EventStreamParser()
+            async with asyncio.timeout(20):
+                async for chunk in response.content.iter_any():
+                    if "processing" in [event.event for event in parser.feed(chunk)]:
+                        break
+    below = descendants(server.proc.pid)
+    assert len(below) >= 3, below  # the forkserver, the tracker, the workers
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    async with asyncio.timeout(10):
+        while any(alive(pid) for pid in below):
+            await asyncio.sleep(0.05)  # reparented to init: no event to await
+
+
 @pytest.mark.parametrize("value", ["1", "true"])
 def test_environment_configures_the_server(
     spawn_server: SpawnServer, tmp_path: Path, value: str
