@@ -55,7 +55,8 @@ def job_log(job_id: str) -> logging.LoggerAdapter[logging.Logger]:
     return logging.LoggerAdapter(log, job_extra(job_id))
 
 PROGRESS_HIGH_WATER = 10_000  # unwritten progress events before workers are held back
-PROGRESS_CHUNK = 500  # progress events per store call
+PROGRESS_LOW_WATER = PROGRESS_HIGH_WATER // 2  # ... and when reading resumes
+PROGRESS_CHUNK = 1000  # progress events per store call
 RETENTION_BATCH = 100
 RETENTION_INTERVAL = 60.0
 IDLE_DISPATCH_WAIT = 60.0
@@ -395,8 +396,8 @@ class Engine:
         run.pending = None
         run.last_written = time.time()  # when written, so held reports keep the rate too
         self._progress_out.append(ProgressUpdate(
-            job_id=report.job_id, attempt=report.attempt, progress=report.percent,
-            message=report.message, eta=_eta(run.first_report, report), at=report.received_at))
+            report.job_id, report.attempt, report.percent, report.message,
+            _eta(run.first_report, report), report.received_at))
         self._progress_ready.set()
         if len(self._progress_out) >= PROGRESS_HIGH_WATER:
             self.pool.pause_reading()
@@ -422,7 +423,10 @@ class Engine:
             except Unavailable:
                 self._progress_out[:0] = batch  # not stored: keep it, in order
                 raise
-        self.pool.resume_reading()
+            # Resumed before the backlog is gone, so that reading the pipe and writing to
+            # the store overlap instead of taking turns.
+            if len(self._progress_out) < PROGRESS_LOW_WATER:
+                self.pool.resume_reading()
 
     # -- outcomes -----------------------------------------------------------------------
 

@@ -36,3 +36,16 @@ def event_data(
         {"job_id": job_id, "seq": seq, "event": event.value, "state": state.value,
          "at": iso(at), **extra}
     )
+
+
+def progress_data(
+    job_id: str, seq: int, at: str | None, progress: float, message: str | None,
+    eta: float | None,
+) -> bytes:
+    """``event_data`` of a ``progress`` event, the one made many times a second: the
+    same bytes, with its constant fields written in and ``at`` already formatted (a
+    batch of reports read together shares one time)."""
+    return orjson.dumps(
+        {"job_id": job_id, "seq": seq, "event": "progress", "state": "processing", "at": at,
+         "progress": progress, "message": message, "eta": eta}
+    )

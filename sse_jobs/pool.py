@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import pebble
@@ -39,9 +39,8 @@ READ_SIZE = 16 * 1024
 OutcomeKind = Literal["ok", "error", "cancelled", "timeout", "crashed", "killed"]
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressReport:
-    """One ``ctx.progress`` call, as the server received it."""
+class ProgressReport(NamedTuple):
+    """One ``ctx.progress`` call, as the server received it (a tuple: one per call)."""
 
     job_id: str
     attempt: int

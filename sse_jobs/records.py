@@ -1,9 +1,14 @@
-"""Frozen records the store hands out: a job row and a stored event."""
+"""Immutable records the store takes and hands out: jobs, events, deliveries.
+
+The two made once per progress event, ``Event`` and ``ProgressUpdate``, are named tuples:
+a frozen dataclass sets each field through ``object.__setattr__``, which made building
+them a tenth of the cost of storing a progress event.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sse_jobs.states import EventName, JobState, state_after
 
@@ -38,8 +43,7 @@ class JobRecord:
     callback_events: str = "terminal"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One stored event. ``data`` is the exact JSON line sent on the wire."""
 
     id: int  # global sequence, the id on /api/v1/events
@@ -97,8 +101,7 @@ class DeliveryAttempt:
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressUpdate:
+class ProgressUpdate(NamedTuple):
     """A progress event to store for a running attempt."""
 
     job_id: str

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sse_jobs.errors import IllegalTransition, NotFound
@@ -98,3 +99,21 @@ async def test_a_listener_that_fails_loses_no_write_and_stops_no_later_one(
         assert [e.seq for e in await sqlite.job_events(first.id, 0, 10)] == [1]
     finally:
         await sqlite.close()
+
+
+async def test_a_large_progress_batch_is_stored_whole_and_in_order(
+    store: tuple[SQLiteStore, list[Event]],
+) -> None:
+    """237 events: inserted as two statements of 100 rows, three of 10, seven of 1."""
+    sqlite, published = store
+    job_id = "01M8900000000000000000000A"
+    await sqlite.create_job(new_job(job_id))
+    await sqlite.claim(time.time(), 1)
+    updates = [ProgressUpdate(job_id, 1, p / 3, f"{p}", float(p), time.time())
+               for p in range(237)]
+    stored = await sqlite.record_progress(updates)
+    assert [e.seq for e in stored] == list(range(3, 240))
+    replay = await sqlite.job_events(job_id, 2, 1000)
+    assert replay == stored
+    assert [orjson.loads(e.data)["message"] for e in replay] == [f"{p}" for p in range(237)]
+    assert [e.id for e in published] == list(range(1, 240))
