@@ -39,7 +39,7 @@ from sse_jobs.ids import JobIdFactory, is_job_id
 from sse_jobs.logs import job_extra
 from sse_jobs.metrics import Metrics
 from sse_jobs.models import CreateJob, inline_result, job_links
-from sse_jobs.pool import Outcome, ProgressReport, WorkerPool
+from sse_jobs.pool import Outcome, WorkerPool
 from sse_jobs.records import Change, JobRecord, NewJob, ProgressUpdate
 from sse_jobs.registry import Registry
 from sse_jobs.states import EventName, JobState
@@ -77,7 +77,7 @@ class _Run:
     started: float = field(default_factory=time.time)
     first_report: tuple[float, float] | None = None  # (time, percent), for the ETA
     last_written: float = 0.0
-    pending: ProgressReport | None = None  # newest report held back by the rate limit
+    pending: ProgressUpdate | None = None  # newest report held back by the rate limit
     flush_timer: asyncio.TimerHandle | None = None
     kill_timer: asyncio.TimerHandle | None = None
     cancel_requested: bool = False
@@ -368,36 +368,37 @@ class Engine:
 
     # -- progress -----------------------------------------------------------------------
 
-    def _on_progress(self, report: ProgressReport) -> None:
-        run = self._runs.get(report.job_id)
-        if run is None or run.job.attempt != report.attempt:
+    def _on_progress(self, job_id: str, attempt: int, percent: float, message: str | None,
+                     at: float) -> None:
+        run = self._runs.get(job_id)
+        if run is None or run.job.attempt != attempt:
             return
         if run.first_report is None:
-            run.first_report = (report.received_at, report.percent)
+            run.first_report = (at, percent)
+        update = ProgressUpdate(job_id, attempt, percent, message,
+                                _eta(run.first_report, at, percent), at)
         rate = self.settings.progress_rate
-        wait = run.last_written + 1 / rate - report.received_at if rate else 0.0
+        wait = run.last_written + 1 / rate - at if rate else 0.0
         if wait > 0:
-            run.pending = report  # the newest report wins; it is written when the wait ends
+            run.pending = update  # the newest report wins; it is written when the wait ends
             if run.flush_timer is None:
                 run.flush_timer = asyncio.get_running_loop().call_later(
                     wait, self._flush_pending, run)
             return
-        self._queue_progress(run, report)
+        self._queue_progress(run, update)
 
     def _flush_pending(self, run: _Run) -> None:
         run.flush_timer = None
         if run.pending is not None:
             self._queue_progress(run, run.pending)
 
-    def _queue_progress(self, run: _Run, report: ProgressReport) -> None:
+    def _queue_progress(self, run: _Run, update: ProgressUpdate) -> None:
         if run.flush_timer is not None:
             run.flush_timer.cancel()
             run.flush_timer = None
         run.pending = None
         run.last_written = time.time()  # when written, so held reports keep the rate too
-        self._progress_out.append(ProgressUpdate(
-            report.job_id, report.attempt, report.percent, report.message,
-            _eta(run.first_report, report), report.received_at))
+        self._progress_out.append(update)
         self._progress_ready.set()
         if len(self._progress_out) >= PROGRESS_HIGH_WATER:
             self.pool.pause_reading()
@@ -572,14 +573,14 @@ def _error_of(outcome: Outcome, job: JobRecord) -> dict[str, Any]:
     return error
 
 
-def _eta(first: tuple[float, float] | None, report: ProgressReport) -> float | None:
+def _eta(first: tuple[float, float] | None, at: float, percent: float) -> float | None:
     """Seconds left at the average rate since the first report of this attempt."""
     if first is None:
         return None
-    elapsed, done = report.received_at - first[0], report.percent - first[1]
+    elapsed, done = at - first[0], percent - first[1]
     if elapsed <= 0 or done <= 0:
         return None
-    return round((100 - report.percent) * elapsed / done, 1)
+    return round((100 - percent) * elapsed / done, 1)
 
 
 def _same_request(existing: JobRecord, fingerprint: str) -> JobRecord:

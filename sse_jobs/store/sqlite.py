@@ -56,6 +56,7 @@ MAX_WRITES_PER_TRANSACTION = 512
 # even old SQLite builds' limit of 999.
 EVENT_INSERT_SIZES = (100, 10, 1)
 INSERT_EVENTS = {size: q.insert_events(size) for size in EVENT_INSERT_SIZES}
+EVENT_COLUMNS = 5
 RETRY_AFTER_STORAGE_ERROR = 5
 
 # A write: runs on the writer thread inside its transaction, returns its value and the
@@ -301,9 +302,9 @@ class SQLiteStore(Store):
         # the rows are built in one pass with nothing made twice.
         def op(conn: sqlite3.Connection) -> tuple[list[Event], list[Event]]:
             events: list[Event] = []
-            rows: list[tuple[int, str, int, str, bytes]] = []
+            values: list[Any] = []  # the rows' columns, one after another
             webhooks: list[tuple[Event, str | None, str]] = []
-            at, at_text = None, None
+            last_at, at_text = None, None
             for (job_id, attempt), group in _grouped(updates).items():
                 last = group[-1]
                 row = _first_row(conn, q.PROGRESS, {
@@ -313,19 +314,20 @@ class SQLiteStore(Store):
                 if row is None:
                     continue  # the attempt has ended; its late progress is moot
                 seq, principal, first = row[0] - len(group) + 1, row[1], len(events)
-                for update in group:
-                    if update.at != at:
-                        at, at_text = update.at, iso(update.at)
-                    data = progress_data(job_id, seq, at_text, update.progress,
-                                         update.message, update.eta)
-                    events.append(Event(self._next_event_id, job_id, seq,
-                                        EventName.PROGRESS, data, principal))
-                    rows.append((self._next_event_id, job_id, seq, "progress", data))
-                    self._next_event_id += 1
+                ident = self._next_event_id
+                for _job, _attempt, progress, message, eta, at in group:
+                    if at != last_at:
+                        last_at, at_text = at, iso(at)
+                    data = progress_data(job_id, seq, at_text, progress, message, eta)
+                    events.append(Event(ident, job_id, seq, EventName.PROGRESS, data,
+                                        principal))
+                    values += (ident, job_id, seq, "progress", data)
+                    ident += 1
                     seq += 1
+                self._next_event_id = ident
                 if row[2] is not None and row[3] == "all":
                     webhooks += [(event, row[2], row[3]) for event in events[first:]]
-            _insert_events(conn, rows)
+            _insert_events(conn, values)
             _queue_webhooks(conn, webhooks)
             return events, events
 
@@ -350,7 +352,8 @@ class SQLiteStore(Store):
                 event = self._new_event(record.id, record.last_event_id,
                                         EventName.PROCESSING, data, record.principal)
                 claimed.append((record, event))
-            _insert_events(conn, [self._event_row(e) for _, e in claimed])
+            _insert_events(conn, list(chain.from_iterable(
+                self._event_row(event) for _, event in claimed)))
             _queue_webhooks(conn, [(e, r.callback_url, r.callback_events)
                                    for r, e in claimed])
             return claimed, [event for _, event in claimed]
@@ -489,16 +492,17 @@ class SQLiteStore(Store):
         await self._read_value("SELECT 1")
 
 
-def _insert_events(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert event rows a hundred to a statement. Each statement step releases and
-    retakes the GIL, and with the event loop holding it meanwhile, a row at a time
-    (``executemany``) made the writer wait for the GIL once per event."""
+def _insert_events(conn: sqlite3.Connection, values: Sequence[Any]) -> None:
+    """Insert event rows, given as their columns one after another, a hundred rows to a
+    statement. Each statement step releases and retakes the GIL, and with the event loop
+    holding it meanwhile, a row at a time (``executemany``) made the writer wait for the
+    GIL once per event."""
     start = 0
     for size in EVENT_INSERT_SIZES:
-        sql = INSERT_EVENTS[size]
-        while len(rows) - start >= size:
-            conn.execute(sql, list(chain.from_iterable(rows[start:start + size])))
-            start += size
+        width = size * EVENT_COLUMNS
+        while len(values) - start >= width:
+            conn.execute(INSERT_EVENTS[size], values[start:start + width])
+            start += width
 
 
 def _queue_webhooks(
