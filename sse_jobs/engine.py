@@ -350,7 +350,13 @@ class Engine:
         call = WorkerCall(job_id=record.id, attempt=record.attempt, type_name=record.type,
                           module=job_type.module, params=record.params, slot=-1,
                           result_dir=str(self.settings.results_path))
-        outcome = self.pool.run(call, timeout=record.timeout)
+        try:
+            outcome = self.pool.run(call, timeout=record.timeout)
+        except Exception as exc:  # the pool refused it: the attempt ends now, as crashed
+            log.exception("the worker pool refused attempt %d of %s", record.attempt,
+                          record.id)
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_result(Outcome("crashed", message=f"the worker pool refused it: {exc}"))
         run = self._runs[record.id] = _Run(record, outcome)
         job_log(record.id).info("attempt %d started", record.attempt)
         self.metrics.queue_wait.labels(record.type).observe(

@@ -132,7 +132,11 @@ class WorkerPool:
         self._cancel_flags[slot] = 0
         call = dataclasses.replace(call, slot=slot)
         outcome: asyncio.Future[Outcome] = self._loop.create_future()
-        future = self._pool.schedule(run_attempt, args=(call, self._debug), timeout=timeout)
+        try:
+            future = self._pool.schedule(run_attempt, args=(call, self._debug), timeout=timeout)
+        except BaseException:  # refused (a pool that is no longer running): slot unused
+            self._free_slots.append(slot)
+            raise
         self._running[call.job_id] = _Running(slot, future)
         loop = self._loop
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import StreamRead, read_stream
 from sse_jobs import JobContext, job
-from sse_jobs.appkeys import BROKER
+from sse_jobs.appkeys import BROKER, ENGINE
 from sse_jobs.config import Settings
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
 from sse_jobs.registry import Registry
@@ -253,6 +254,25 @@ async def test_worker_that_always_crashes_fails_after_max_attempts(
     assert final["error"]["type"] == "crashed"
     await assert_pool_serves(http, server, submit)
     await assert_pool_serves(http, server, submit, value=[1, 2])
+
+
+async def test_an_attempt_the_pool_refuses_ends_as_crashed_and_frees_its_slot(
+    server: Server, submit: Submit, http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pebble pool that is closed still counts as alive, but refuses new work: each
+    attempt it refuses must end (not stay ``processing``) and give its slot back."""
+    pool = server.app[ENGINE].pool
+    pool._pool.close()  # type: ignore[union-attr]  # pebble's own state: CLOSED
+    assert pool.alive
+    job = await submit(server, "crash", {"times": 0})
+    read = await run_to_end(http, server, job["id"])
+    assert read.names == ["queued", "processing", "retrying", "processing", "failed"]
+    for refused in (read.data()[2], read.data()[4]):
+        assert refused["error"]["type"] == "crashed"
+        assert "the worker pool refused it" in refused["error"]["message"]
+    assert pool.free == pool.workers
+    assert "the worker pool refused attempt 1" in caplog.text
 
 
 # -- retries -------------------------------------------------------------------------------
