@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
-from sse_jobs.appkeys import ENGINE
+from sse_jobs.appkeys import ENGINE, STORE
 from sse_jobs.models import Job
 
 
@@ -106,6 +106,17 @@ async def test_healthz_is_503_when_the_pool_is_broken(
         body = await response.json()
     assert body["status"] == "unavailable"
     assert body["pool"] == "down"
+
+
+async def test_healthz_is_503_and_says_why_when_the_database_cannot_answer(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    await server.app[STORE].close()  # what a server whose store has gone looks like
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 503
+        body = await response.json()
+    assert body == {"status": "unavailable", "database": "the store is closed",
+                    "pool": "ok", "dispatcher": "ok"}
 
 
 async def test_request_id_is_echoed_or_made(server: Server, http: aiohttp.ClientSession) -> None:
