@@ -14,16 +14,19 @@ socket), so with many streams the cost is per fan-out, not per event: under a de
 commit rate, the commits that arrive while the limit holds go out together in the next
 fan-out, one write per stream. A commit after a quiet spell goes out at once, and the
 burst lets a source that publishes at about the rate itself through without delay.
+A fan-out wakes the streams ``PUSH_SLICE`` at a time, one slice per turn of the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from sse_jobs.records import Event
 
 FAN_OUT_BURST = 3.0
+PUSH_SLICE = 64  # streams woken per turn of the event loop
 
 
 class SubscriptionClosed(Exception):
@@ -51,6 +54,11 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._closed: SubscriptionClosed | None = None
         self.on_drop: Callable[[], None] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Events received and not yet taken by the stream."""
+        return len(self._events)
 
     def push(self, events: Sequence[Event]) -> bool:
         """Buffer one commit's events; False (and the subscription closed) if the reader
@@ -105,6 +113,10 @@ class Broker:
         self._flush: asyncio.TimerHandle | None = None
         self._tokens = FAN_OUT_BURST
         self._refilled_at = 0.0
+        # Fanned-out events not yet pushed, in order: every push goes through this queue,
+        # so a later fan-out never overtakes an earlier one on any stream.
+        self._pushes: deque[tuple[Subscription, list[Event]]] = deque()
+        self._pushing: asyncio.Handle | None = None
         self.dropped = 0
 
     def subscribe(self, job_id: str | None, principal: str) -> Subscription:
@@ -164,17 +176,34 @@ class Broker:
         self._fan_out(events)
 
     def _fan_out(self, events: Sequence[Event]) -> None:
+        pushes = self._pushes
         by_job: dict[str, list[Event]] = {}
         for event in events:
             if event.job_id in self._by_job:
                 by_job.setdefault(event.job_id, []).append(event)
         for job_id, job_events in by_job.items():
-            for subscription in self._by_job[job_id]:
-                self.dropped += not subscription.push(job_events)
+            pushes.extend((subscription, job_events) for subscription in self._by_job[job_id])
+        mine: dict[str, list[Event]] = {}
         for subscription in self._global:
-            mine = [event for event in events if event.principal == subscription.principal]
-            if mine:
-                self.dropped += not subscription.push(mine)
+            principal = subscription.principal
+            if principal not in mine:
+                mine[principal] = [event for event in events if event.principal == principal]
+            if mine[principal]:
+                pushes.append((subscription, mine[principal]))
+        if self._pushing is None:
+            self._push_slice()
+
+    def _push_slice(self) -> None:
+        """Wake ``PUSH_SLICE`` streams, and let the loop run before the next slice: every
+        woken stream writes in the loop's next turn, and a request that arrives meanwhile
+        waits behind one slice, not behind every stream."""
+        self._pushing = None
+        pushes = self._pushes
+        for _ in range(min(PUSH_SLICE, len(pushes))):
+            subscription, events = pushes.popleft()
+            self.dropped += not subscription.push(events)
+        if pushes:
+            self._pushing = asyncio.get_running_loop().call_soon(self._push_slice)
 
     def close_all(self) -> None:
         """End every subscription (shutdown): each stream finishes and its client resumes.
@@ -184,6 +213,10 @@ class Broker:
         if self._flush is not None:
             self._flush.cancel()
             self._flush, self._held = None, []
+        if self._pushing is not None:
+            self._pushing.cancel()
+            self._pushing = None
+        self._pushes.clear()
         self._rate = 0.0
         for subscribers in self._by_job.values():
             for subscription in subscribers:

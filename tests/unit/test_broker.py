@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from sse_jobs.broker import FAN_OUT_BURST, Broker, Subscription, SubscriptionClosed
+from sse_jobs.broker import (
+    FAN_OUT_BURST,
+    PUSH_SLICE,
+    Broker,
+    Subscription,
+    SubscriptionClosed,
+)
 from sse_jobs.records import Event
 from sse_jobs.states import EventName
 
@@ -79,3 +85,22 @@ async def test_shutdown_ends_every_subscription_and_holds_nothing_after() -> Non
     late = broker.subscribe(JOB, "anonymous")
     broker.publish([event(100)])
     assert await taken_at_once(late) == [100]  # after shutdown began, nothing is held
+
+
+async def test_a_fan_out_wakes_streams_a_slice_per_loop_turn_and_keeps_every_order() -> None:
+    broker = Broker(queue_size=100)
+    streams = [broker.subscribe(None, "anonymous") for _ in range(3 * PUSH_SLICE + 5)]
+    seen_between: list[int] = []
+    broker.publish([event(1)])
+    asyncio.get_running_loop().call_soon(
+        lambda: seen_between.append(sum(1 for s in streams if s.buffered)))
+    broker.publish([event(2), event(3)])  # queued behind the first, never ahead of it
+    batches = await asyncio.wait_for(
+        asyncio.gather(*(stream.next_batch() for stream in streams)), timeout=5)
+    assert seen_between == [2 * PUSH_SLICE]  # the loop ran after two of the four slices
+    for batch in batches:
+        assert [e.id for e in batch] in ([1, 2, 3], [1])
+    for stream, batch in zip(streams, batches, strict=True):
+        if len(batch) == 1:
+            rest = await asyncio.wait_for(stream.next_batch(), timeout=5)
+            assert [e.id for e in rest] == [2, 3]
