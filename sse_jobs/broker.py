@@ -61,7 +61,7 @@ class Subscription:
         return len(self._events)
 
     def push(self, events: Sequence[Event]) -> bool:
-        """Buffer one commit's events; False (and the subscription closed) if the reader
+        """Buffer one fan-out's events; False (and the subscription closed) if the reader
         had fallen ``maxsize`` events behind."""
         if self._closed is not None:
             return True

@@ -5,7 +5,7 @@ single ``os.write`` of at most ``PIPE_BUF`` bytes, which POSIX makes atomic, so 
 no lock to share it — a worker killed mid-job can never leave a lock held or half a
 message in the pipe. Cancellation travels the other way as one shared byte per pool slot.
 
-A third pipe is the lifeline: the server holds its only write end and never writes, so a
+A second pipe is the lifeline: the server holds its only write end and never writes, so a
 worker reads end-of-file exactly when the server is gone, even after kill -9, and exits
 instead of running an orphaned attempt to its end (the next server runs it again).
 """

@@ -118,6 +118,7 @@ def insert_events(rows: int) -> str:
     """One INSERT of ``rows`` events: a single statement step for them all."""
     return INSERT_EVENT + ", (?, ?, ?, ?, ?)" * (rows - 1)
 
+
 NEXT_EVENT_ID = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 
 _GUARD = "WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))"
