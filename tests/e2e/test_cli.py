@@ -221,7 +221,7 @@ def test_url_and_token_come_from_the_environment(spawn_server: SpawnServer) -> N
     assert flagged.returncode == 0
 
 
-def test_progress_bar_in_a_pseudo_terminal_shows_a_percentage(url: str) -> None:
+def test_progress_bar_in_a_pseudo_terminal_shows_percentage_eta_and_message(url: str) -> None:
     child = pexpect.spawn(
         sys.executable, ["-m", "sse_jobs", "submit", "sleep", "-p", "seconds=1.5",
                          "-p", "steps=6", "--follow", "--url", url],
@@ -230,6 +230,7 @@ def test_progress_bar_in_a_pseudo_terminal_shows_a_percentage(url: str) -> None:
     try:
         child.expect(r"sleep [0-9A-Z]{26}")
         child.expect(r"\b(50|67|83)%")  # a percentage while the job runs
+        child.expect(r"ETA [0-2]s")  # the server's estimate: about a second is left
         child.expect("step [3-5]/6")  # with its message
         child.expect(r"100%")
         child.expect("completed: ")
