@@ -24,6 +24,12 @@ def event(ident: int) -> Event:
     return Event(ident, JOB, ident, EventName.PROGRESS, b"{}", "anonymous")
 
 
+def commit_each(broker: Broker, idents: range) -> None:
+    """One commit per event, published as the store does after each."""
+    for ident in idents:
+        broker.publish([event(ident)])
+
+
 async def taken_at_once(subscription: Subscription) -> list[int]:
     """What the subscription holds right now. A fan-out made at once has pushed its events
     before this coroutine runs, so the short timeout can only fail a held fan-out."""
@@ -46,9 +52,7 @@ async def test_commits_beyond_the_burst_are_held_and_go_out_together_in_order() 
     broker = Broker(queue_size=100, rate=RATE)
     everyone, of_job = broker.subscribe(None, "anonymous"), broker.subscribe(JOB, "anonymous")
     burst = int(FAN_OUT_BURST)
-    for ident in range(1, burst + 1):
-        broker.publish([event(ident)])
-    broker.publish([event(burst + 1)])
+    commit_each(broker, range(1, burst + 2))
     broker.publish([event(burst + 2), event(burst + 3)])
     for subscription in (everyone, of_job):
         assert await taken_at_once(subscription) == list(range(1, burst + 1))
@@ -63,8 +67,7 @@ async def test_commits_beyond_the_burst_are_held_and_go_out_together_in_order() 
 async def test_after_a_quiet_spell_a_commit_goes_out_at_once() -> None:
     broker = Broker(queue_size=100, rate=RATE)
     subscription = broker.subscribe(None, "anonymous")
-    for ident in range(1, int(FAN_OUT_BURST) + 1):
-        broker.publish([event(ident)])
+    commit_each(broker, range(1, int(FAN_OUT_BURST) + 1))
     assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
     await asyncio.sleep(1.1 / RATE)  # the quiet spell under test: one token comes back
     broker.publish([event(10)])
@@ -76,8 +79,7 @@ async def test_after_a_quiet_spell_a_commit_goes_out_at_once() -> None:
 async def test_shutdown_ends_every_subscription_and_holds_nothing_after() -> None:
     broker = Broker(queue_size=100, rate=RATE)
     subscription = broker.subscribe(JOB, "anonymous")
-    for ident in range(1, int(FAN_OUT_BURST) + 3):
-        broker.publish([event(ident)])
+    commit_each(broker, range(1, int(FAN_OUT_BURST) + 3))
     assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
     broker.close_all()
     with pytest.raises(SubscriptionClosed):  # the held events are stored: the client
