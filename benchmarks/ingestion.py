@@ -137,24 +137,25 @@ async def raw_inserts(spec: RawSpec, conn: Connection) -> None:
 
 
 def _insert(spec: RawSpec) -> dict[str, Any]:
-    from sse_jobs.events import event_data
-    from sse_jobs.states import EventName, JobState
-    from sse_jobs.store import queries
+    from sse_jobs.events import EventDraft, event_data
+    from sse_jobs.states import EventName
+    from sse_jobs.store.sql import load_migrations
+    from sse_jobs.store.sqlite.store import PRAGMAS, Q
 
     db = sqlite3.connect(spec.db, isolation_level=None)
-    for pragma in queries.PRAGMAS:
+    for pragma in PRAGMAS:
         db.execute(pragma)
-    db.executescript(queries.MIGRATIONS[0])
+    for _version, script in load_migrations("sse_jobs.store.sqlite"):
+        db.executescript(script)
     now = time.time()
     job = "01M890GNM18S4HXAG82Y76K6K5"
-    rows = [(n, job, n, "progress", event_data(job, n, EventName.PROGRESS, JobState.PROCESSING,
-                                               now, {"progress": 100 * n / spec.rows,
-                                                     "message": f"{n}", "eta": 1.0}))
+    rows = [(n, job, n, "progress", event_data(job, n, EventDraft(EventName.PROGRESS, now, {
+                "progress": 100 * n / spec.rows, "message": f"{n}", "eta": 1.0})))
             for n in range(1, spec.rows + 1)]
     started = time.perf_counter()
     for offset in range(0, len(rows), spec.batch):
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(queries.INSERT_EVENT, rows[offset:offset + spec.batch])
+        db.executemany(Q["insert_event"], rows[offset:offset + spec.batch])
         db.execute("COMMIT")
     seconds = time.perf_counter() - started
     stored = db.execute("SELECT count(*) FROM events").fetchone()[0]

@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sse_jobs import commands as client_commands
-from sse_jobs import config, server
+from sse_jobs import config
+from sse_jobs.client import commands as client_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,6 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
+        from sse_jobs import server  # the client sub-commands need none of the server
+
         return server.run(config.settings_from(args, environ=_environ()))
     return client_commands.run(args, _environ())
 

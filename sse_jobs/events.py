@@ -1,14 +1,32 @@
-"""The JSON payload of each event (contract section 4), built in one place."""
+"""The events of a job (contract section 4): what each one carries, and its JSON ``data``.
+
+The domain describes an event as an ``EventDraft`` (its name, time and own fields, and the
+webhook it calls for); a store gives it the job's next ``seq`` and its global ``id`` inside
+the transaction that records it, and encodes it here, with ``event_data``. So a store
+never decides what an event says, and every backend writes the same bytes.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from sse_jobs.states import EventName, JobState
+from sse_jobs import paths
+from sse_jobs.states import EventName, state_after
+
+INLINE_RESULT_LIMIT = 64 * 1024  # larger results are only served at links.result
+
+
+class EventDraft(NamedTuple):
+    """An event about to be stored: everything but its ``seq`` and ``id``."""
+
+    name: EventName
+    at: float
+    fields: dict[str, Any]  # the event's own fields, beside job_id, seq, event, state, at
+    webhook: str | None = None  # the callback URL a delivery is stored for, if any
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -28,13 +46,53 @@ def _whole_second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def event_data(
-    job_id: str, seq: int, event: EventName, state: JobState, at: float, extra: dict[str, Any]
-) -> bytes:
-    """The one-line JSON ``data`` of an event; ``extra`` adds the event's own fields."""
+def inline_result(result: bytes | None) -> Any:
+    """The decoded result when small enough to embed, else None (see links.result)."""
+    if result is None or len(result) > INLINE_RESULT_LIMIT:
+        return None
+    return orjson.loads(result)
+
+
+# -- one builder per event ----------------------------------------------------------------
+
+
+def queued(at: float, position: int) -> EventDraft:
+    """A new job; ``position`` 1 is the next to run."""
+    return EventDraft(EventName.QUEUED, at, {"position": position})
+
+
+def processing(at: float, attempt: int) -> EventDraft:
+    return EventDraft(EventName.PROCESSING, at, {"attempt": attempt})
+
+
+def retrying(at: float, attempt: int, retry_at: float, error: dict[str, Any]) -> EventDraft:
+    """An attempt failed; ``attempt`` is the number of the next one, due at ``retry_at``."""
+    return EventDraft(EventName.RETRYING, at,
+                      {"attempt": attempt, "retry_at": iso(retry_at), "error": error})
+
+
+def completed(at: float, job_id: str, result: bytes | None) -> EventDraft:
+    return EventDraft(EventName.COMPLETED, at, {"result": inline_result(result),
+                                                 "result_url": paths.result_path(job_id)})
+
+
+def failed(at: float, error: dict[str, Any]) -> EventDraft:
+    return EventDraft(EventName.FAILED, at, {"error": error})
+
+
+def cancelled(at: float, error: dict[str, Any]) -> EventDraft:
+    return EventDraft(EventName.CANCELLED, at, {"error": error})
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+def event_data(job_id: str, seq: int, draft: EventDraft) -> bytes:
+    """The one-line JSON ``data`` of the stored event: ``job_id``, ``seq``, ``event``,
+    ``state`` (the job's state after it), ``at``, then the event's own fields."""
     return orjson.dumps(
-        {"job_id": job_id, "seq": seq, "event": event.value, "state": state.value,
-         "at": iso(at), **extra}
+        {"job_id": job_id, "seq": seq, "event": draft.name.value,
+         "state": state_after(draft.name).value, "at": iso(draft.at), **draft.fields}
     )
 
 

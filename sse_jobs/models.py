@@ -1,18 +1,15 @@
-"""The contract's request and resource shapes (``../shared/CONTRACT.md`` section 2)."""
+"""The contract's request and resource shapes (sections 2, 3 and 6), as pydantic models.
+
+The server validates submissions with them and describes itself with them (OpenAPI); the
+client parses answers with them. Plain shapes: nothing here knows the server.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
-
-from sse_jobs.events import iso
-from sse_jobs.records import JobRecord
-
-API = "/api/v1"
-INLINE_RESULT_LIMIT = 64 * 1024  # larger results are only served at links.result
 
 
 class CreateJob(BaseModel):
@@ -147,39 +144,3 @@ class Health(BaseModel):
     database: str
     pool: str
     dispatcher: str
-
-
-def job_links(job_id: str) -> dict[str, str]:
-    base = f"{API}/jobs/{job_id}"
-    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
-            "result": f"{base}/result"}
-
-
-def job_resource(job: JobRecord, links: dict[str, str] | None = None) -> dict[str, Any]:
-    """The job resource every job-returning endpoint answers with."""
-    return {
-        "id": job.id,
-        "type": job.type,
-        "state": job.state.value,
-        "params": job.params,
-        "progress": job.progress,
-        "message": job.message,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "timeout": job.timeout,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "result": inline_result(job.result),
-        "error": job.error,
-        "last_event_id": job.last_event_id,
-        "links": links or job_links(job.id),
-    }
-
-
-def inline_result(result: bytes | None) -> Any:
-    """The decoded result when small enough to embed, else None (see links.result)."""
-    if result is None or len(result) > INLINE_RESULT_LIMIT:
-        return None
-    return orjson.loads(result)

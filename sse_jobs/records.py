@@ -7,9 +7,10 @@ them a tenth of the cost of storing a progress event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from sse_jobs.events import EventDraft
 from sse_jobs.states import EventName, JobState, state_after
 
 
@@ -69,6 +70,7 @@ class NewJob:
     max_attempts: int
     timeout: float
     created_at: float
+    queued: EventDraft  # its first event
     idempotency_key: str | None = None
     request_hash: str | None = None
     principal: str = ""
@@ -110,14 +112,14 @@ class ProgressUpdate(NamedTuple):
     message: str | None
     eta: float | None
     at: float
+    webhook: str | None = None  # the callback URL a delivery is stored for, if any
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A state-changing event to record, the column values it sets, and its extra data."""
+    """A state-changing event to record, and the column values it sets."""
 
-    event: EventName
-    at: float
+    event: EventDraft
     error: dict[str, Any] | None = None
     result: bytes | None = None
     result_file: str | None = None
@@ -125,8 +127,11 @@ class Change:
     refund_attempt: bool = False  # a retry that does not spend an attempt (shutdown)
     # Narrows the states the event may be recorded in (cancel *only while still queued*).
     only_from: frozenset[JobState] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> EventName:
+        return self.event.name
 
     @property
     def state(self) -> JobState:
-        return state_after(self.event)
+        return state_after(self.event.name)

@@ -8,16 +8,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
 from sse_jobs import logs
-from sse_jobs.appkeys import BROKER, ENGINE
 from sse_jobs.auth import TokenFileError, load_tokens
 from sse_jobs.config import Settings
 from sse_jobs.errors import SseJobsError
-from sse_jobs.registry import import_job_modules
-from sse_jobs.web import create_app
+from sse_jobs.web import create_app, load_job_modules
+from sse_jobs.web.keys import BROKER, ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 
-def run(settings: Settings) -> int:
-    """``sse-jobs serve``: run until SIGTERM or SIGINT, then exit 0."""
+AppFactory = Callable[[Settings], web.Application]
+
+
+def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
+    """``sse-jobs serve``: run until SIGTERM or SIGINT, then exit 0. ``app_factory``
+    builds the application (an embedding may add routes to it)."""
     logs.configure(settings.log_level, settings.log_format)
     try:
         tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
@@ -44,27 +48,27 @@ def run(settings: Settings) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        import_job_modules(settings.jobs)
+        load_job_modules(settings.jobs)
     except ImportError as exc:
         print(f"sse-jobs: cannot import a --jobs module: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, app_factory))
     except SseJobsError as exc:
         print(f"sse-jobs: {exc.detail}", file=sys.stderr)
         return 1
     return 0
 
 
-async def serve(settings: Settings) -> None:
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+async def serve(settings: Settings, app_factory: AppFactory = create_app) -> None:
+    runner = web.AppRunner(app_factory(settings), handler_cancellation=True,
                            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
                            access_log=None)  # the request_context middleware logs requests
-    await runner.setup()
-    # Everything alive now lives as long as the server: keep it out of the collector's
-    # full passes, which otherwise pause the loop for tens of milliseconds under load.
-    gc.freeze()
     try:
+        await runner.setup()
+        # Everything alive now lives as long as the server: keep it out of the collector's
+        # full passes, which otherwise pause the loop for tens of milliseconds under load.
+        gc.freeze()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = runner.addresses[0][1]

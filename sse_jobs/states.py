@@ -40,8 +40,11 @@ class EventName(StrEnum):
         return self in TERMINAL_EVENTS
 
 
+# The one definition of "finished": every other place (the client, the SQL of the stores)
+# takes these sets.
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 TERMINAL_EVENTS = frozenset({EventName.COMPLETED, EventName.FAILED, EventName.CANCELLED})
+ACTIVE_STATES = frozenset(JobState) - TERMINAL_STATES  # queued or running: counts to limits
 
 # event -> (states it may be recorded in, state the job is in afterwards).
 # ``queued`` is only ever the first event of a job, recorded by the store when it is created.

@@ -19,12 +19,11 @@ import pytest
 from aiohttp import web
 
 from sse_jobs.config import Settings
-from sse_jobs.registry import import_job_modules
 from sse_jobs.server import drain
-from sse_jobs.web import create_app
+from sse_jobs.web import create_app, load_job_modules
 
 TESTS = Path(__file__).parent
-import_job_modules(("testjobs",))
+load_job_modules(("testjobs",))
 
 
 @dataclass

@@ -1,9 +1,15 @@
-"""The storage interface the engine and the web layer use, and nothing more.
+"""The storage interface: rows in, rows out.
 
-A store keeps jobs and their events. It assigns each event its per-job ``seq`` and its
-global ``id`` inside the transaction that changes the job, and calls the listener with
-the events of each transaction after it commits and before any caller hears of it — so
-an event can only be seen once it is durable, and listeners see events in commit order.
+A store keeps jobs, their events and webhook deliveries. It decides nothing about them:
+the domain hands it records and ``EventDraft``s, and the store makes each write one
+transaction, assigns each event its per-job ``seq`` and its global ``id`` inside it,
+encodes the event with ``events.event_data``, stores the delivery the draft names, and
+calls the listener with the events of each transaction after it commits and before any
+caller hears of it. So an event can only be seen once it is durable, listeners see
+events in commit order, and every backend stores the same bytes.
+
+A backend translates its own errors into ``sse_jobs.errors`` at this boundary: storage
+trouble is ``Unavailable`` (503), a refused transition ``IllegalTransition``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from sse_jobs.events import EventDraft
 from sse_jobs.records import (
     Change,
     Delivery,
@@ -23,6 +30,8 @@ from sse_jobs.records import (
 from sse_jobs.states import JobState
 
 EventListener = Callable[[Sequence[Event]], None]
+# The event a claimed job's row calls for (its ``processing``, with the attempt just begun).
+DraftFor = Callable[[JobRecord], EventDraft]
 
 
 class Store(ABC):
@@ -38,12 +47,13 @@ class Store(ABC):
 
     @abstractmethod
     async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
-        """Store a job and its ``queued`` event, or return the job already stored under
-        the same idempotency key (then the flag is False)."""
+        """Store a job and its first event (``new.queued``, seq 1), or return the job
+        already stored under the same idempotency key (then the flag is False)."""
 
     @abstractmethod
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
-        """Apply a state change and store its event, atomically.
+        """Apply a state change and store its event, atomically, if the job's state allows
+        the event (``states.TRANSITIONS``, narrowed by ``change.only_from``).
 
         Raises ``IllegalTransition`` when the job's state does not allow the event, and
         ``NotFound`` when there is no such job.
@@ -59,9 +69,10 @@ class Store(ABC):
         """Mark a processing job as asked to stop (no event); None unless it is processing."""
 
     @abstractmethod
-    async def claim(self, now: float, limit: int) -> list[tuple[JobRecord, Event]]:
+    async def claim(self, now: float, limit: int,
+                    draft: DraftFor) -> list[tuple[JobRecord, Event]]:
         """Move up to ``limit`` runnable queued jobs to ``processing``, highest priority,
-        then oldest, first."""
+        then oldest, first, each with the event ``draft`` makes of its claimed row."""
 
     @abstractmethod
     async def next_run_at(self) -> float | None:
@@ -84,7 +95,9 @@ class Store(ABC):
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]: ...
 
     @abstractmethod
-    async def count_queued(self) -> int: ...
+    async def queue_depth(self, priority: int, job_id: str) -> tuple[int, int]:
+        """Queued jobs in all, and how many of them run before a job of ``priority`` and
+        ``job_id`` would."""
 
     @abstractmethod
     async def job_counts(self) -> list[tuple[str, str, int]]:
@@ -119,7 +132,7 @@ class Store(ABC):
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of up to ``limit`` terminal jobs that finished before ``cutoff``."""
 
-    # -- webhooks: deliveries are created by the store with the events that call for them
+    # -- webhooks: deliveries are stored with the events whose drafts name them
 
     @abstractmethod
     async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import MakeServer, Server
 from sse_client import read_stream
-from sse_jobs.appkeys import ACCESS
 from sse_jobs.auth import StreamTokens, job_scope, parse_tokens
+from sse_jobs.web.keys import ACCESS
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789ab"

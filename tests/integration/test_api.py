@@ -19,7 +19,7 @@ from yarl import URL
 
 from conftest import MakeServer, Server, Submit
 from sse_client import TERMINAL, StreamRead, read_stream
-from sse_jobs.appkeys import ENGINE
+from sse_jobs.web.keys import ENGINE
 
 PROBLEM = "application/problem+json"
 UNKNOWN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"  # well formed, never handed out by a server

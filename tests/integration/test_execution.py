@@ -22,12 +22,12 @@ from pydantic import BaseModel
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import StreamRead, read_stream
 from sse_jobs import JobContext, job
-from sse_jobs.appkeys import BROKER, ENGINE
 from sse_jobs.config import Settings
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
-from sse_jobs.registry import Registry
+from sse_jobs.jobs import Registry
 from sse_jobs.server import drain
 from sse_jobs.web import create_app
+from sse_jobs.web.keys import BROKER, ENGINE
 
 TERMINAL = {"completed", "failed", "cancelled"}
 

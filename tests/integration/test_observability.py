@@ -9,8 +9,8 @@ from openapi_spec_validator import validate
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
-from sse_jobs.appkeys import ENGINE, STORE
 from sse_jobs.models import Job
+from sse_jobs.web.keys import ENGINE, STORE
 
 
 async def scrape(http: aiohttp.ClientSession, server: Server) -> dict[str, float]:

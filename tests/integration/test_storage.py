@@ -9,8 +9,8 @@ import pytest
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
-from sse_jobs.appkeys import ENGINE, STORE
 from sse_jobs.store import SQLiteStore
+from sse_jobs.web.keys import RETENTION, STORE
 
 
 async def writer_sql(store: object, pragma: str) -> None:
@@ -72,7 +72,7 @@ async def test_retention_sweep_removes_old_finished_jobs_with_events_and_files(
             return response.status == 404
 
     await wait_for(report_gone, timeout=10)  # the sweep runs every second at this retention
-    assert await server.app[ENGINE].sweep() == 0
+    assert await server.app[RETENTION].sweep() == 0
     assert not results.exists()
     async with http.get(server.api(f"/jobs/{blocker['id']}")) as response:
         assert response.status == 200  # running jobs are never swept

@@ -12,8 +12,8 @@ import aiohttp
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
-from sse_jobs.appkeys import BROKER
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
+from sse_jobs.web.keys import BROKER
 
 TERMINAL = {"completed", "failed", "cancelled"}
 SLOW_QUEUE, EVENTS = 256, 1000

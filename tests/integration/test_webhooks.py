@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 
 from conftest import MakeServer, Server, SpawnServer, Submit, wait_for
 from sse_client import read_stream
-from sse_jobs.appkeys import WEBHOOKS
+from sse_jobs.web.keys import WEBHOOKS
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 FAST = {"webhook_allow_private": True, "webhook_secret": SECRET, "webhook_retry_base": 0.05,

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from sse_jobs.broker import (
+from sse_jobs.records import Event
+from sse_jobs.states import EventName
+from sse_jobs.streams.broker import (
     FAN_OUT_BURST,
     PUSH_SLICE,
     Broker,
     Subscription,
     SubscriptionClosed,
 )
-from sse_jobs.records import Event
-from sse_jobs.states import EventName
 
 RATE = 20.0
 JOB = "01M8900000000000000000000A"

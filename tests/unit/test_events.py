@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_jobs.events import event_data, iso, progress_data
-from sse_jobs.states import EventName, JobState
+from sse_jobs.events import EventDraft, event_data, iso, progress_data
+from sse_jobs.states import EventName
 
 
 @settings(max_examples=500)
@@ -31,6 +31,6 @@ def test_progress_data_is_the_bytes_event_data_makes(
     seq: int, at: float, progress: float, message: str | None, eta: float | None,
 ) -> None:
     job_id = "01M8900000000000000000000A"
-    expected = event_data(job_id, seq, EventName.PROGRESS, JobState.PROCESSING, at,
-                          {"progress": progress, "message": message, "eta": eta})
+    expected = event_data(job_id, seq, EventDraft(
+        EventName.PROGRESS, at, {"progress": progress, "message": message, "eta": eta}))
     assert progress_data(job_id, seq, iso(at), progress, message, eta) == expected

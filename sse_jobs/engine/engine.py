@@ -1,0 +1,370 @@
+"""The engine: dispatch, outcomes, retries, cancel, recovery and shutdown.
+
+No HTTP and no SQL here. The engine decides what happens to a job and records each
+decision through the store, which makes it durable and hands its event to the broker.
+Its collaborators do the rest: ``Admission`` stores new jobs, ``ProgressWriter`` the
+progress of running attempts, ``Jobs`` serves reads, ``Retention`` sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from sse_jobs import events
+from sse_jobs.backoff import Backoff
+from sse_jobs.config import Settings
+from sse_jobs.engine.jobs import Jobs
+from sse_jobs.engine.pool import Outcome, WorkerPool
+from sse_jobs.engine.progress import ProgressWriter
+from sse_jobs.errors import Conflict, IllegalTransition, SseJobsError, Unavailable
+from sse_jobs.events import EventDraft
+from sse_jobs.jobs.registry import Registry
+from sse_jobs.jobs.runtime import WorkerCall
+from sse_jobs.logs import job_extra
+from sse_jobs.metrics import Metrics
+from sse_jobs.records import Change, JobRecord
+from sse_jobs.states import JobState
+from sse_jobs.store.base import Store
+from sse_jobs.webhooks.policy import delivery_url
+
+log = logging.getLogger(__name__)
+
+IDLE_DISPATCH_WAIT = 60.0
+STORAGE_RETRY = 1.0  # seconds before the dispatcher tries storage again after an error
+KILL_WAIT = 15.0  # after the grace period: how long killed attempts get to be recorded
+# Waiting out storage trouble (a full disk) before an outcome can be recorded.
+OUTCOME_RETRY = Backoff(base=1.0, max_delay=30.0)
+CANCELLED = {"type": "cancelled", "message": "cancelled on request"}
+
+
+def job_log(job_id: str) -> logging.LoggerAdapter[logging.Logger]:
+    """The engine's logger for lines about one job (they carry its id)."""
+    return logging.LoggerAdapter(log, job_extra(job_id))
+
+
+@dataclass(slots=True)
+class _Run:
+    """A running attempt, as the engine tracks it."""
+
+    job: JobRecord
+    outcome: asyncio.Future[Outcome]
+    started: float = field(default_factory=time.time)
+    kill_timer: asyncio.TimerHandle | None = None
+    cancel_requested: bool = False
+    requeue: bool = False  # killed by shutdown: back to the queue, attempt not spent
+
+
+class Engine:
+    """Owns the dispatcher and the running attempts."""
+
+    def __init__(self, settings: Settings, store: Store, pool: WorkerPool, registry: Registry,
+                 metrics: Metrics, jobs: Jobs) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.pool = pool
+        self.registry = registry
+        self.jobs = jobs
+        self.progress = ProgressWriter(store, pool, settings.progress_rate)
+        self._retry = Backoff(base=settings.retry_base, max_delay=settings.retry_max,
+                              jitter="full")
+        self._runs: dict[str, _Run] = {}
+        self._dispatch_wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancel_on_start: set[str] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.accepting = False
+        self._stopping: asyncio.Future[None] | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self._runs)
+
+    @property
+    def dispatcher_running(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    def wake(self) -> None:
+        """Look for work now (a job was submitted, a slot freed, a retry became due)."""
+        self._dispatch_wakeup.set()
+
+    async def health(self) -> dict[str, str]:
+        """``ok`` or what is wrong, for the database, the pool and the dispatcher."""
+        checks = {"database": "ok", "pool": "ok" if self.pool.alive else "down",
+                  "dispatcher": "ok" if self.dispatcher_running else "down"}
+        try:
+            await self.store.ping()
+        except SseJobsError as exc:
+            checks["database"] = exc.detail
+        return checks
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover what a previous process left running, then start dispatching."""
+        await self._recover()
+        self.pool.start(self.progress.report)
+        self.progress.start()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
+        self.accepting = True
+
+    async def stop(self) -> None:
+        """Graceful shutdown: refuse new jobs, give running ones the grace period, then
+        kill and requeue the rest, and write everything still pending. Idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        self.accepting = False
+        self.wake()
+        if self._dispatcher is not None:  # it ends at this wakeup; a stuck one may not hold us
+            done, _ = await asyncio.wait([self._dispatcher], timeout=KILL_WAIT)
+            if not done:
+                log.error("the dispatcher did not stop within %.0fs; cancelling it", KILL_WAIT)
+                self._dispatcher.cancel()
+        running = [run.outcome for run in self._runs.values()]
+        if running:
+            log.info("waiting up to %.1fs for %d running jobs", self.settings.shutdown_grace,
+                     len(running))
+            await asyncio.wait(running, timeout=self.settings.shutdown_grace)
+        for job_id, run in self._runs.items():
+            job_log(job_id).info("requeueing: still running at shutdown")
+            run.requeue = True
+            self.pool.kill(job_id)
+        deadline = time.monotonic() + KILL_WAIT
+        while (self._tasks or self._runs) and time.monotonic() < deadline:
+            await asyncio.wait([*self._tasks, *(r.outcome for r in self._runs.values())],
+                               timeout=deadline - time.monotonic())
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await self.progress.stop()
+        await self.pool.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # -- cancel -------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, principal: str | None = None) -> tuple[JobRecord, bool]:
+        """Cancel a job. Returns the job and whether it is already cancelled (True) or
+        a running attempt has been asked to stop (False)."""
+        record = await self.jobs.get(job_id, principal)
+        if record.state is JobState.QUEUED:
+            with contextlib.suppress(IllegalTransition):  # it may have just started
+                record, _ = await self.store.record(job_id, dataclasses.replace(
+                    _cancelled(record, time.time()), only_from=frozenset({JobState.QUEUED})))
+                job_log(job_id).info("cancelled while queued")
+                return record, True
+            record = await self.jobs.get(job_id)
+        if record.state is JobState.CANCELLED:
+            return record, True
+        if record.state.terminal:
+            raise Conflict(f"job {job_id} is already {record.state.value}")
+        updated = await self.store.request_cancel(job_id)
+        run = self._runs.get(job_id)
+        if run is None:  # claimed a moment ago; _start will see the request
+            self._cancel_on_start.add(job_id)
+        else:
+            self._request_stop(run)
+        return updated or record, False
+
+    def _request_stop(self, run: _Run) -> None:
+        if run.cancel_requested:
+            return
+        run.cancel_requested = True
+        self.pool.request_cancel(run.job.id)
+        run.kill_timer = asyncio.get_running_loop().call_later(
+            self.settings.cancel_grace, self.pool.kill, run.job.id)
+        job_log(run.job.id).info("asked to stop; killed in %.1fs if it does not",
+                                 self.settings.cancel_grace)
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while self.accepting:
+            self._dispatch_wakeup.clear()
+            try:
+                delay = await self._dispatch()
+            except Unavailable as exc:  # storage trouble: keep the loop, try again soon
+                log.warning("dispatch paused: %s", exc.detail)
+                delay = STORAGE_RETRY
+            except Exception:  # a bug, or a pool that refuses work: say so, keep the loop
+                log.exception("dispatch failed; trying again in %.0fs", STORAGE_RETRY)
+                delay = STORAGE_RETRY
+            if delay == 0:
+                continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a
+            # cancellation that arrives as the event is set.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._dispatch_wakeup.wait()
+
+    async def _dispatch(self) -> float:
+        """Start what can start; how long to wait before looking again (0: at once)."""
+        if self.pool.free and self.pool.alive:
+            wanted = self.pool.free
+            now = time.time()
+            claimed = await self.store.claim(now, wanted, lambda job: _processing(job, now))
+            for record, _event in claimed:
+                self._start(record)
+            if len(claimed) == wanted:
+                return 0.0
+        delay = IDLE_DISPATCH_WAIT
+        next_at = await self.store.next_run_at() if self.pool.free else None
+        if next_at is not None:
+            delay = min(delay, max(0.0, next_at - time.time()))
+        return delay
+
+    def _start(self, record: JobRecord) -> None:
+        job_type = self.registry.get(record.type)
+        if job_type is None:
+            self._spawn(self._fail_unrunnable(record))
+            return
+        call = WorkerCall(job_id=record.id, attempt=record.attempt, type_name=record.type,
+                          module=job_type.module, params=record.params, slot=-1,
+                          result_dir=str(self.settings.results_path))
+        try:
+            outcome = self.pool.run(call, timeout=record.timeout)
+        except Exception as exc:  # the pool refused it: the attempt ends now, as crashed
+            log.exception("the worker pool refused attempt %d of %s", record.attempt,
+                          record.id)
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_result(Outcome("crashed", message=f"the worker pool refused it: {exc}"))
+        run = self._runs[record.id] = _Run(record, outcome)
+        self.progress.track(record)
+        job_log(record.id).info("attempt %d started", record.attempt)
+        self.metrics.queue_wait.labels(record.type).observe(
+            max(0.0, run.started - record.not_before))
+        if record.cancel_requested or record.id in self._cancel_on_start:
+            self._cancel_on_start.discard(record.id)
+            self._request_stop(run)
+        outcome.add_done_callback(lambda done: self._spawn(self._finish(record.id, done.result())))
+
+    async def _fail_unrunnable(self, record: JobRecord) -> None:
+        error = {"type": "unknown_type", "message": f"job type {record.type!r} is not "
+                 "registered on this server (start it with the --jobs module that defines it)"}
+        await self._record(record, Change(_draft(record, events.failed(time.time(), error)),
+                                          error=error))
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    async def _finish(self, job_id: str, outcome: Outcome) -> None:
+        run = self._runs.pop(job_id)
+        # The slot is free already: the next claim goes to the writer now, and so can share
+        # a commit with this outcome instead of waiting for it.
+        self.wake()
+        self.metrics.job_duration.labels(run.job.type, outcome.kind).observe(
+            time.time() - run.started)
+        if run.kill_timer is not None:
+            run.kill_timer.cancel()
+        await self.progress.finish(job_id)
+        job, now = run.job, time.time()
+        if run.requeue or (not self.accepting and outcome.kind in {"crashed", "killed"}):
+            # Killed by our shutdown, or by a signal sent to the whole process group.
+            await self._requeue(job, now)
+        elif outcome.kind == "ok":
+            await self._record(job, Change(
+                _draft(job, events.completed(now, job.id, outcome.result)),
+                result=outcome.result, result_file=outcome.result_file))
+            job_log(job_id).info("completed")
+        elif run.cancel_requested or outcome.kind == "cancelled":
+            await self._record(job, _cancelled(job, now))
+            job_log(job_id).info("cancelled")
+        else:
+            await self._retry_or_fail(job, _error_of(outcome, job), now)
+        self.wake()
+
+    async def _record(self, job: JobRecord, change: Change) -> None:
+        """Record an attempt's outcome, waiting out storage trouble (a full disk) rather
+        than losing it; while starting or stopping, give up and leave the job to the next
+        start's recovery."""
+        failures = 0
+        while True:
+            try:
+                await self.store.record(job.id, change)
+                return
+            except Unavailable as exc:
+                if not self.accepting:
+                    raise
+                delay = OUTCOME_RETRY.delay(failures)
+                job_log(job.id).warning("cannot record %s yet (%s); retrying in %.0fs",
+                                        change.name.value, exc.detail, delay)
+                failures += 1
+                await asyncio.sleep(delay)
+
+    async def _retry_or_fail(self, job: JobRecord, error: dict[str, Any], now: float) -> None:
+        if job.attempt < job.max_attempts:
+            retry_at = now + self._retry.delay(job.attempt - 1)
+            await self._record(job, Change(
+                _draft(job, events.retrying(now, job.attempt + 1, retry_at, error)),
+                error=error, not_before=retry_at))
+            job_log(job.id).info("attempt %d failed (%s); retrying at %s",
+                                 job.attempt, error["type"], events.iso(retry_at))
+            self.wake()
+        else:
+            await self._record(job, Change(_draft(job, events.failed(now, error)), error=error))
+            job_log(job.id).info("failed (%s)", error["type"])
+
+    async def _requeue(self, job: JobRecord, now: float) -> None:
+        error = {"type": "interrupted", "message": "the server shut down during this attempt"}
+        await self._record(job, Change(
+            _draft(job, events.retrying(now, job.attempt, now, error)),
+            error=error, not_before=now, refund_attempt=True))
+
+    async def _recover(self) -> None:
+        """Attempts left ``processing`` by a process that died: retry or fail them."""
+        for job in await self.store.jobs_in_state(JobState.PROCESSING):
+            now = time.time()
+            job_log(job.id).warning("was processing when the server stopped")
+            error = {"type": "crashed",
+                     "message": f"the server stopped during attempt {job.attempt}"}
+            try:
+                if job.cancel_requested:
+                    await self.store.record(job.id, _cancelled(job, now))
+                else:
+                    await self._retry_or_fail(job, error, now)
+            except Unavailable as exc:  # left processing; the next start tries again
+                job_log(job.id).error("cannot recover it now: %s", exc.detail)
+
+
+def _draft(job: JobRecord, draft: EventDraft) -> EventDraft:
+    """``draft`` with the webhook delivery the job's callback asks for, if any."""
+    return draft._replace(webhook=delivery_url(draft.name, job.callback_url,
+                                               job.callback_events))
+
+
+def _processing(job: JobRecord, now: float) -> EventDraft:
+    return _draft(job, events.processing(now, job.attempt))
+
+
+def _cancelled(job: JobRecord, now: float) -> Change:
+    return Change(_draft(job, events.cancelled(now, CANCELLED)), error=CANCELLED)
+
+
+def _error_of(outcome: Outcome, job: JobRecord) -> dict[str, Any]:
+    if outcome.kind == "timeout":
+        return {"type": "timeout", "message": f"attempt {job.attempt} ran longer than its "
+                f"timeout of {job.timeout:g}s and was stopped"}
+    if outcome.kind in {"crashed", "killed"}:
+        return {"type": "crashed", "message": outcome.message or "the worker process died"}
+    error = {"type": "exception", "message": outcome.message or "",
+             "exception": outcome.exception}
+    if outcome.traceback:
+        error["traceback"] = outcome.traceback
+    return error

@@ -1,0 +1,227 @@
+-- Every statement of the SQLite store. Values are bound parameters; a list travels as one
+-- JSON array parameter and is unpacked with json_each. Rows of the jobs table are always
+-- returned with the columns of select_job, in that order.
+
+-- name: select_job
+SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
+       created_at, started_at, finished_at, not_before, result, result_file, error,
+       last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+       callback_url, callback_events
+FROM jobs WHERE id = ?;
+
+-- name: select_job_by_key
+SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
+       created_at, started_at, finished_at, not_before, result, result_file, error,
+       last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+       callback_url, callback_events
+FROM jobs WHERE principal = ? AND idempotency_key = ?;
+
+-- name: select_state
+SELECT state FROM jobs WHERE id = ?;
+
+-- name: insert_job
+INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
+                  not_before, last_event_id, idempotency_key, request_hash, principal,
+                  callback_url, callback_events)
+VALUES (:id, :type, 'queued', :params, :priority, :max_attempts, :timeout, :created_at,
+        :created_at, 1, :idempotency_key, :request_hash, :principal, :callback_url,
+        :callback_events)
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: queue_depth
+-- Queued jobs in all, and those that run before a job of this priority and id.
+SELECT count(*),
+       count(*) FILTER (WHERE priority > :priority OR (priority = :priority AND id < :id))
+FROM jobs WHERE state = 'queued';
+
+-- name: insert_event
+INSERT INTO events (id, job_id, seq, event, data) VALUES (?, ?, ?, ?, ?);
+
+-- name: next_event_id
+SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
+
+-- name: record_retrying
+-- Each state-changing event is one UPDATE that bumps last_event_id, which becomes the new
+-- event's seq, guarded by the states the event may be recorded in; it returns the row.
+UPDATE jobs SET state = :state, not_before = :not_before, error = :error,
+                attempt = attempt - :refund, last_event_id = last_event_id + 1
+WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: record_completed
+UPDATE jobs SET state = :state, finished_at = :at, result = :result,
+                result_file = :result_file, progress = 100, error = NULL,
+                last_event_id = last_event_id + 1
+WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: record_failed
+UPDATE jobs SET state = :state, finished_at = :at, error = :error,
+                last_event_id = last_event_id + 1
+WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: record_cancelled
+UPDATE jobs SET state = :state, finished_at = :at, error = :error,
+                last_event_id = last_event_id + 1
+WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: claim
+UPDATE jobs SET state = 'processing', attempt = attempt + 1,
+                started_at = coalesce(started_at, :now), progress = 0, message = NULL,
+                last_event_id = last_event_id + 1
+WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= :now
+             ORDER BY priority DESC, id LIMIT :limit)
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: progress
+UPDATE jobs SET progress = :progress, message = :message,
+                last_event_id = last_event_id + :count
+WHERE id = :id AND state = 'processing' AND attempt = :attempt
+RETURNING last_event_id, principal;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'processing'
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: job_counts
+SELECT type, state, count(*) FROM jobs GROUP BY type, state;
+
+-- name: next_run_at
+SELECT min(not_before) FROM jobs WHERE state = 'queued';
+
+-- name: count_active
+SELECT count(*) FROM jobs
+WHERE principal = :principal AND state IN (SELECT value FROM json_each(:states));
+
+-- name: jobs_in_state
+SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
+       created_at, started_at, finished_at, not_before, result, result_file, error,
+       last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+       callback_url, callback_events
+FROM jobs WHERE state = ? ORDER BY id;
+
+-- name: list_jobs
+SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
+       created_at, started_at, finished_at, not_before, result, result_file, error,
+       last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+       callback_url, callback_events
+FROM jobs
+WHERE (:principal IS NULL OR principal = :principal)
+  AND (:any_state OR state IN (SELECT value FROM json_each(:states)))
+  AND (:any_type OR type IN (SELECT value FROM json_each(:types)))
+  AND (:before IS NULL OR id < :before)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: job_events
+SELECT e.id, e.job_id, e.seq, e.event, e.data, j.principal
+FROM events e JOIN jobs j ON j.id = e.job_id
+WHERE e.job_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?;
+
+-- name: all_events
+SELECT e.id, e.job_id, e.seq, e.event, e.data, j.principal
+FROM events e JOIN jobs j ON j.id = e.job_id
+WHERE e.id > :after AND (:principal IS NULL OR j.principal = :principal)
+ORDER BY e.id LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM events;
+
+-- name: select_secret
+SELECT value FROM secrets WHERE name = ?;
+
+-- name: insert_secret
+INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id AND state IN (SELECT value FROM json_each(:states))
+RETURNING id;
+
+-- name: delete_events
+DELETE FROM events WHERE job_id = ?;
+
+-- name: delete_attempts
+DELETE FROM delivery_attempts
+WHERE delivery_id IN (SELECT id FROM deliveries WHERE job_id = ?);
+
+-- name: delete_deliveries
+DELETE FROM deliveries WHERE job_id = ?;
+
+-- name: insert_delivery
+INSERT INTO deliveries (job_id, seq, event, url, state, next_attempt_at, created_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?);
+
+-- name: due_deliveries
+SELECT id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at
+FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?
+ORDER BY next_attempt_at LIMIT ?;
+
+-- name: next_delivery_at
+SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';
+
+-- name: job_deliveries
+SELECT id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at
+FROM deliveries WHERE job_id = ? ORDER BY id;
+
+-- name: job_delivery_attempts
+SELECT a.delivery_id, a.number, a.at, a.status, a.error, a.duration
+FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+WHERE d.job_id = ? ORDER BY a.delivery_id, a.number;
+
+-- name: insert_attempt
+INSERT INTO delivery_attempts (delivery_id, number, at, status, error, duration)
+VALUES (:id, :number, :at, :status, :error, :duration);
+
+-- name: update_delivery
+UPDATE deliveries SET state = :state, attempts = :number, next_attempt_at = :next_attempt_at
+WHERE id = :id;
+
+-- name: retry_delivery
+UPDATE deliveries SET state = 'pending', next_attempt_at = :now
+WHERE id = :id AND job_id = :job_id AND state = 'dead'
+RETURNING id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at;
+
+-- name: finished_before
+SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?
+ORDER BY finished_at LIMIT ?;
+
+-- name: ping
+SELECT 1;
+
+-- name: pragma_journal_mode
+PRAGMA journal_mode = WAL;
+
+-- name: pragma_synchronous
+-- FULL: a commit is on disk before the 202 or the event goes out, even across power loss.
+PRAGMA synchronous = FULL;
+
+-- name: pragma_temp_store
+PRAGMA temp_store = MEMORY;
+
+-- name: pragma_query_only
+PRAGMA query_only = ON;
+
+-- name: user_version
+PRAGMA user_version;

@@ -1,0 +1,163 @@
+"""One stream's events, whatever carries them: the rules of contract section 4.
+
+Race-free resume: a source subscribes to live events *before* it reads storage, so an
+event committed while it replays is either in the replay or in the subscription buffer
+(or both: then its key is not above the last one given and it is skipped). Nothing falls
+between the two, and nothing is given twice.
+
+A job's stream is keyed by the job's ``seq`` and ends after its terminal event; the
+global stream (every job of a principal) is keyed by the global event ``id`` and runs
+until its reader leaves, falls behind, or the server shuts down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from sse_jobs.auth import ANONYMOUS
+from sse_jobs.config import Settings
+from sse_jobs.engine.jobs import Jobs
+from sse_jobs.errors import SseJobsError, TooManyRequests, Unavailable
+from sse_jobs.records import Event
+from sse_jobs.store.base import Store
+from sse_jobs.streams.broker import Broker, Subscription
+
+REPLAY_PAGE = 2000
+STREAM_LIMIT_RETRY_AFTER = 5
+SHUTDOWN_RETRY_AFTER = 5
+
+
+class NothingToSend(SseJobsError):
+    """A finished job's stream asked to resume after its last event: there is nothing
+    more, ever (SSE answers 204, which tells EventSource to stop reconnecting)."""
+
+    status = 204
+    title = "No Content"
+
+
+class ShuttingDown(Unavailable):
+    """The server is shutting down: come back later (SSE answers an empty stream)."""
+
+
+ReadAfter = Callable[[int], Awaitable[list[Event]]]
+
+
+def parse_resume(raw: str | None) -> int | None:
+    """A client's last event id as it sent it: None when absent; 0 (replay everything)
+    when it is not a non-negative number, rather than leaving the client stuck."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
+
+
+class StreamSource:
+    """The events of one open stream: replayed from storage after ``after``, then live.
+
+    Owns its subscription: ``close`` frees it, and must be called (``async with``)."""
+
+    def __init__(self, broker: Broker, subscription: Subscription, read_after: ReadAfter,
+                 *, job_id: str | None, after: int) -> None:
+        self._broker = broker
+        self._subscription = subscription
+        self._read_after = read_after
+        self.job_id = job_id
+        self.after = after
+        self.live = False  # the replay is over: batches now come from the broker
+
+    def key(self, event: Event) -> int:
+        """The id a client sees: the job's ``seq`` on a job stream, else the global id."""
+        return event.seq if self.job_id is not None else event.id
+
+    def on_drop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the broker drops this stream for falling behind: the
+        channel can then end its connection at once, not at its next write."""
+        self._subscription.on_drop = callback
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Batches of events in order, each with a key above the previous: the replay a
+        page at a time, then what arrives live. Ends after a job's terminal event; raises
+        ``SubscriptionClosed`` when dropped or at shutdown."""
+        last = self.after
+        while True:
+            page = await self._read_after(last)
+            if not page:
+                break
+            yield page
+            last = self.key(page[-1])
+            if self.job_id is not None and page[-1].terminal:
+                return
+            if len(page) < REPLAY_PAGE:
+                break
+        self.live = True
+        while True:
+            batch = [e for e in await self._subscription.next_batch() if self.key(e) > last]
+            if not batch:
+                continue
+            yield batch
+            last = self.key(batch[-1])
+            if self.job_id is not None and batch[-1].terminal:
+                return
+
+    def close(self) -> None:
+        self._broker.unsubscribe(self._subscription)
+
+    async def __aenter__(self) -> StreamSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Streams:
+    """Opens stream sources for a principal, enforcing the limits on open streams."""
+
+    def __init__(self, settings: Settings, store: Store, broker: Broker, jobs: Jobs,
+                 accepting: Callable[[], bool]) -> None:
+        self._settings = settings
+        self._store = store
+        self.broker = broker
+        self._jobs = jobs
+        self._accepting = accepting
+
+    async def job(self, job_id: str, principal: str | None, resume: int | None) -> StreamSource:
+        """A job's stream after the client's last seq ``resume`` (None: from the start).
+
+        A ``resume`` beyond the job's last event (a client of another database) replays
+        from the first; a finished job with nothing after ``resume`` raises
+        ``NothingToSend``."""
+        self._check_open()
+        record = await self._jobs.get(job_id, principal)
+        after = resume if resume is not None and resume <= record.last_event_id else 0
+        if record.state.terminal and resume is not None and after >= record.last_event_id:
+            raise NothingToSend(f"job {job_id} has finished and sent all its events")
+        self._check_limits(record.principal)
+        return StreamSource(
+            self.broker, self.broker.subscribe(record.id, record.principal),
+            lambda seq: self._store.job_events(record.id, seq, REPLAY_PAGE),
+            job_id=record.id, after=after)
+
+    async def everything(self, principal: str, resume: int | None) -> StreamSource:
+        """Every job's events of ``principal`` after global id ``resume``; None: only
+        what comes next (no history); beyond the newest id: from the first stored."""
+        self._check_open()
+        newest = await self._store.last_event_id()
+        after = newest if resume is None else (resume if resume <= newest else 0)
+        self._check_limits(principal)
+        return StreamSource(
+            self.broker, self.broker.subscribe(None, principal),
+            lambda ident: self._store.all_events(ident, REPLAY_PAGE, principal),
+            job_id=None, after=after)
+
+    def _check_open(self) -> None:
+        if not self._accepting():
+            raise ShuttingDown("the server is shutting down", retry_after=SHUTDOWN_RETRY_AFTER)
+
+    def _check_limits(self, principal: str) -> None:
+        settings, broker = self._settings, self.broker
+        if broker.total() >= settings.max_streams:
+            raise Unavailable(f"the server has {settings.max_streams} streams open",
+                              retry_after=STREAM_LIMIT_RETRY_AFTER)
+        if principal != ANONYMOUS and broker.count(principal) >= settings.max_streams_per_principal:
+            raise TooManyRequests(f"{principal} has {settings.max_streams_per_principal} streams "
+                                  "open", retry_after=STREAM_LIMIT_RETRY_AFTER)

@@ -1,0 +1,153 @@
+"""Cross-cutting request handling: request ids and metrics, problem+json errors,
+authentication, CORS, and the headers every response carries."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sse_jobs import logs
+from sse_jobs.errors import SseJobsError, Unauthorized, ValidationFailed
+from sse_jobs.web.keys import ACCESS, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+
+log = logging.getLogger("sse_jobs.web")
+access_log = logging.getLogger("sse_jobs.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_TYPE = "application/problem+json"
+CORS_METHODS = "GET, POST, DELETE"
+CORS_REQUEST_HEADERS = ("Authorization, Content-Type, Idempotency-Key, Last-Event-ID, "
+                        "X-Request-ID")
+CORS_EXPOSED_HEADERS = "Location, Retry-After, X-Request-ID"
+CORS_MAX_AGE = "600"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (the client's ``X-Request-ID`` when sane) that every log line
+    and the response carry, and time it by route for /metrics."""
+    given = request.headers.get("X-Request-ID", "")
+    rid = given if _sane_request_id(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    token = logs.request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].requests.labels(route, request.method, str(status)).observe(elapsed)
+        # The path only: query strings may carry stream tokens.
+        access_log.info("%s %s %d %.1fms", request.method, request.path, status, elapsed * 1000)
+        logs.request_id.reset(token)
+
+
+def _sane_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for the origins named with ``--cors-origin`` (off by default)."""
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[SETTINGS].cors_origin
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if not allowed:
+            return problem(403, "Forbidden", f"origin {origin!r} is not allowed", "cors")
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": origin or "", "Vary": "Origin",
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS,
+            "Access-Control-Max-Age": CORS_MAX_AGE})
+    if allowed and origin is not None:
+        request[CORS_ORIGIN] = origin
+    return await handler(request)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``application/problem+json``; bad input never becomes a 500."""
+    try:
+        return await handler(request)
+    except SseJobsError as exc:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, ValidationFailed):
+            extra["errors"] = exc.errors
+        response = problem(exc.status, exc.title, exc.detail, _slug(type(exc).__name__),
+                           retry_after=exc.retry_after, **extra)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sse-jobs"'
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem(exc.status, exc.reason, _http_detail(exc, request), "about:blank")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "an unexpected error occurred; "
+                       "it has been logged", "about:blank")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decide whose jobs an /api request may see (see ``Access.principal``)."""
+    if request.path.startswith("/api/"):
+        route = request.match_info.route.name
+        request[PRINCIPAL] = request.app[ACCESS].principal(
+            request.headers.get("Authorization"), request.query.get("token"), route,
+            request.match_info.get("id"))
+    return await handler(request)
+
+
+def problem(status: int, title: str, detail: str, kind: str, *,
+            retry_after: int | None = None, **extra: Any) -> web.Response:
+    """An RFC 9457 problem response."""
+    body = {"type": kind if ":" in kind else f"urn:sse-jobs:problem:{kind}", "title": title,
+            "status": status, "detail": detail, **extra}
+    response = web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM_TYPE)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no such resource: {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return f"the request body is larger than {request.app[SETTINGS].max_body} bytes"
+    return exc.text or exc.reason
+
+
+def _slug(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response carries, streams and files included (set before sending)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"  # revalidate: pages and scripts match
+    if REQUEST_ID in request:
+        response.headers["X-Request-ID"] = request[REQUEST_ID]
+    if CORS_ORIGIN in request:
+        response.headers["Access-Control-Allow-Origin"] = request[CORS_ORIGIN]
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
+        response.headers.add("Vary", "Origin")
+
+
+MIDDLEWARES = [request_context, cors, problem_middleware, authenticate]
