@@ -103,9 +103,10 @@ def _summary(per_round: list[dict[str, Any]], params: dict[str, Any],
     for system, label in (("job", "one job's stream"), ("global", "the global stream")):
         rate = figure(f"{system}_burst", "delivered_per_s")
         p99 = figure(f"{system}_paced", "p99_ms")
-        entry = {"delivered_per_s": spread(rate), "rate_ratio": spread(ratios(rate, bare_rate)),
-                 "p50_ms": spread(figure(f"{system}_paced", "p50_ms")),
-                 "p99_ms": spread(p99), "p99_ratio": spread(ratios(p99, bare_p99))}
+        entry: dict[str, Any] = {
+            "delivered_per_s": spread(rate), "rate_ratio": spread(ratios(rate, bare_rate)),
+            "p50_ms": spread(figure(f"{system}_paced", "p50_ms")),
+            "p99_ms": spread(p99), "p99_ratio": spread(ratios(p99, bare_p99))}
         entry["rate_met"] = entry["rate_ratio"]["median"] >= TARGET_RATE
         entry["p99_met"] = (entry["p99_ratio"]["median"] <= TARGET_P99_RATIO
                             and entry["p99_ms"]["median"] < TARGET_P99_MS)

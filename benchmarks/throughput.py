@@ -78,7 +78,7 @@ def run(opts: Options) -> dict[str, Any]:
         "ours_jobs_per_s": spread(ours),
         "ours_submit_p99_ms": spread([r["ours"]["submit_p99_ms"] for r in per_round]),
     }
-    headline = {"figure": "jobs/s, submit over HTTP to all completed",
+    headline: dict[str, Any] = {"figure": "jobs/s, submit over HTTP to all completed",
                 "ours": fmt_spread(result["ours_jobs_per_s"]), "target": f">= {TARGET:g}x Huey"}
     if with_huey:
         huey = [r["huey"]["jobs_per_s"] for r in per_round]
@@ -103,6 +103,7 @@ async def _ours(opts: Options, index: int, jobs: int) -> dict[str, Any]:
         group = ClientGroup(clients.throughput_ours, [clients.ThroughputSpec(
             server.url, jobs, CONCURRENCY, timeout=60 if opts.quick else 300)])
         try:
+            result: dict[str, Any]
             (result,) = await group.expect("done", 330)
         finally:
             group.close()
@@ -125,6 +126,7 @@ async def _huey(opts: Options, index: int, jobs: int) -> dict[str, Any]:
         group = ClientGroup(clients.throughput_huey, [clients.HueySpec(
             str(db), jobs, timeout=60 if opts.quick else 300)])
         try:
+            result: dict[str, Any]
             (result,) = await group.expect("done", 330)
         finally:
             group.close()

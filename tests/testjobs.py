@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -123,3 +124,14 @@ def nap(ctx: JobContext, params: NapParams) -> dict[str, int]:
             time.sleep(0.05)
             ctx.progress(1, f"pid {os.getpid()}")
     return {"attempt": ctx.attempt}
+
+
+class NoParams(BaseModel):
+    pass
+
+
+@job("loaded_modules", params=NoParams, max_attempts=1,
+     description="The modules of sse-jobs and its server stack its worker process has loaded")
+def loaded_modules(ctx: JobContext, params: NoParams) -> list[str]:
+    return sorted(m for m in sys.modules if m.split(".")[0] in {
+        "sse_jobs", "aiohttp", "aiosqlite", "prometheus_client", "standardwebhooks"})

@@ -29,8 +29,8 @@ SEND_TIMEOUT = 30.0
 RETRY = b"retry: 3000\n\n"
 
 Item = tuple[int, str, str]
-SUBSCRIBERS = web.AppKey("subscribers", set)
-COUNTER = web.AppKey("counter", list)
+SUBSCRIBERS: web.AppKey[set[asyncio.Queue[Item | None]]] = web.AppKey("subscribers")
+COUNTER: web.AppKey[list[int]] = web.AppKey("counter")
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -63,11 +63,12 @@ async def publish(request: web.Request) -> web.Response:
     counter = request.app[COUNTER]
     counter[0] += 1
     item = (counter[0], name, data)
-    for queue in list(request.app[SUBSCRIBERS]):
+    subscribers = request.app[SUBSCRIBERS]
+    for queue in list(subscribers):
         try:
             queue.put_nowait(item)
         except asyncio.QueueFull:  # a slow reader: end its stream rather than buffer more
-            request.app[SUBSCRIBERS].discard(queue)
+            subscribers.discard(queue)
             queue.get_nowait()
             queue.put_nowait(None)
     return web.json_response({"id": counter[0]})

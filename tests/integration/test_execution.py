@@ -135,6 +135,18 @@ def assert_cancelled(read: StreamRead) -> None:
     assert read.names.count("cancelled") == 1
 
 
+async def test_a_worker_process_loads_the_job_authors_api_and_no_server_code(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    job = await submit(server, "loaded_modules")
+    read = await run_to_end(http, server, job["id"])
+    assert read.names == ["queued", "processing", "completed"]
+    loaded = read.data()[-1]["result"]
+    assert "sse_jobs.jobs.runtime" in loaded
+    assert [m for m in loaded if not m.startswith(("sse_jobs.jobs", "sse_jobs.errors"))] == [
+        "sse_jobs"]  # no engine, store, web, broker, aiohttp, aiosqlite, prometheus
+
+
 # -- cancel -------------------------------------------------------------------------------
 
 
