@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,10 +26,11 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    db: Path = Path("sse-jobs.db")
+    # A SQLite file (the default), or a postgresql:// URL: a database many nodes share.
+    db: Path | str = Path("sse-jobs.db")
     # Where job result files live; defaults to ``<db name>-results`` beside the database.
     results_dir: Path | None = None
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: runs no jobs
     jobs: tuple[str, ...] = ()
     insecure: bool = False
     debug: bool = False
@@ -43,6 +45,10 @@ class Settings:
     fan_out_rate: float = 20.0
     # Jobs
     cancel_grace: float = 5.0
+    # Scale-out (a shared store): how often a node renews its attempts' leases, and how
+    # long after its last renewal another node ends them as crashed.
+    lease_renew: float = 5.0
+    lease_timeout: float = 30.0
     retry_base: float = 1.0
     retry_max: float = 300.0
     shutdown_grace: float = 10.0
@@ -68,8 +74,35 @@ class Settings:
     webhook_retry_max: float = 3600.0
 
     @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL database, when ``db`` names one."""
+        return self.db if isinstance(self.db, str) else None
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, when ``db`` is not a PostgreSQL URL."""
+        assert isinstance(self.db, Path), "db is a PostgreSQL URL"
+        return self.db
+
+    @property
     def results_path(self) -> Path:
-        return self.results_dir or self.db.with_name(self.db.stem + "-results")
+        if self.results_dir is not None:
+            return self.results_dir
+        if isinstance(self.db, str):
+            return Path("sse-jobs-results")
+        return self.db.with_name(self.db.stem + "-results")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What makes these settings unusable together: (the flag at fault, why)."""
+        found = []
+        if self.postgres_url is None and self.workers == 0:
+            found.append(("workers", "0 runs no jobs, and a SQLite database has no other "
+                          "node to run them: API-only nodes need --db postgresql://..."))
+        if self.lease_timeout <= self.lease_renew:
+            found.append(("lease-timeout", f"{self.lease_timeout:g}s must be longer than "
+                          f"--lease-renew ({self.lease_renew:g}s), or leases run out "
+                          "between renewals"))
+        return found
 
     @property
     def loopback_only(self) -> bool:
@@ -83,6 +116,22 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d)")
     number, unit = match.groups()
     return float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def _database(text: str) -> Path | str:
+    """``--db``: a ``postgresql://`` (or ``postgres://``) URL as given, else a file path."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"not a SQLite file or a postgresql:// URL: {text!r}")
+    return Path(text)
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no jobs on this node) or more: {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -138,9 +187,10 @@ def _is_loopback(host: str) -> bool:
 _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "host": (str, "address to listen on"),
     "port": (_port, "port to listen on; 0 picks a free one"),
-    "db": (Path, "SQLite database file"),
+    "db": (_database, "SQLite database file, or a postgresql:// URL shared by many nodes"),
     "results-dir": (Path, "directory for job result files (default: <db>-results)"),
-    "workers": (_positive_int, "worker processes in the pool (default: CPU count)"),
+    "workers": (_workers, "worker processes in the pool (default: CPU count); 0: an API "
+                          "node that runs no jobs (PostgreSQL only)"),
     "jobs": (str, "import MODULE to register its job types (repeatable)"),
     "insecure": (None, "allow a non-loopback host without API tokens"),
     "debug": (None, "include tracebacks in job errors"),
@@ -154,6 +204,10 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "fan-out-rate": (_non_negative, "writes a second to each stream at most, under load; "
                                     "0 = one per commit"),
     "cancel-grace": (parse_duration, "seconds a running job has to stop before it is killed"),
+    "lease-renew": (_positive_duration, "PostgreSQL: seconds between renewals of a node's "
+                                        "attempt leases"),
+    "lease-timeout": (_positive_duration, "PostgreSQL: seconds after a node's last renewal "
+                                          "before other nodes end its attempts as crashed"),
     "retry-base": (parse_duration, "first retry backoff ceiling in seconds"),
     "retry-max": (parse_duration, "largest retry backoff in seconds"),
     "shutdown-grace": (parse_duration, "seconds running jobs get on shutdown"),
@@ -210,7 +264,15 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
             continue
         values[attr] = _from_env(name, kind, raw)
     known = {f.name for f in fields(Settings)}
-    return Settings(**{k: v for k, v in values.items() if k in known})
+    settings = Settings(**{k: v for k, v in values.items() if k in known})
+    for flag, why in settings.problems():
+        attr = flag.replace("-", "_")
+        if getattr(args, attr, None) is None and attr in values:  # it came from the environment
+            env = ENV_PREFIX + attr.upper()
+            raise SystemExit(f"sse-jobs: {env}={environ[env]!r} is not valid: {why}")
+        print(f"sse-jobs: error: argument --{flag}: {why}", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
 
 
 def _from_env(name: str, kind: Callable[[str], Any] | None, raw: str) -> Any:

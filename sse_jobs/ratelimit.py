@@ -17,11 +17,14 @@ class TokenBucket:
     __slots__ = ("_at", "_clock", "_level", "burst", "rate")
 
     def __init__(self, rate: float, burst: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 state: tuple[float, float] | None = None) -> None:
+        """``state``: the ``(level, at)`` of a bucket kept elsewhere (a database row shared
+        by several processes), ``at`` on ``clock``'s scale; by default it starts full."""
         if rate <= 0 or burst < 1:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")
         self.rate, self.burst, self._clock = rate, burst, clock
-        self._level, self._at = burst, clock()
+        self._level, self._at = state if state is not None else (burst, clock())
 
     def _refill(self) -> float:
         now = self._clock()
@@ -41,6 +44,11 @@ class TokenBucket:
         """Take a token whether or not there is one (held work that goes out now), never
         going into debt: the next one is a full interval away at most."""
         self._level = max(0.0, self._refill() - 1.0)
+
+    @property
+    def state(self) -> tuple[float, float]:
+        """``(level, at)``: what to keep to go on with this bucket later."""
+        return self._level, self._at
 
 
 class KeyedLimiter:

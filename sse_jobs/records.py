@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sse_jobs.events import EventDraft
-from sse_jobs.states import EventName, JobState, state_after
+from sse_jobs.states import EventName, JobState, allowed_from, state_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +115,22 @@ class ProgressUpdate(NamedTuple):
     webhook: str | None = None  # the callback URL a delivery is stored for, if any
 
 
+class Fence(NamedTuple):
+    """The attempt a write belongs to. The store refuses the write (``IllegalTransition``)
+    unless the job is still in that attempt and, on a shared store, this node still holds
+    the attempt's lease; with ``expired``, unless its lease has run out instead (another
+    node, presumed dead, ran it). So a node that lost a lease can record nothing more."""
+
+    attempt: int
+    expired: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """A state-changing event to record, and the column values it sets."""
 
     event: EventDraft
+    fence: Fence | None = None  # an attempt's outcome: only while it is still that attempt
     error: dict[str, Any] | None = None
     result: bytes | None = None
     result_file: str | None = None
@@ -135,3 +146,9 @@ class Change:
     @property
     def state(self) -> JobState:
         return state_after(self.event.name)
+
+    @property
+    def allowed(self) -> frozenset[JobState]:
+        """The states the job may be in for this change to be recorded."""
+        allowed = allowed_from(self.event.name)
+        return allowed if self.only_from is None else allowed & self.only_from

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import signal
 import subprocess
@@ -18,12 +19,39 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from benchmarks import postgres
 from sse_jobs.config import Settings
 from sse_jobs.server import drain
 from sse_jobs.web import create_app, load_job_modules
 
 TESTS = Path(__file__).parent
 load_job_modules(("testjobs",))
+
+
+# -- PostgreSQL: one throwaway cluster for the session, a fresh database per test --------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """The cluster the PostgreSQL tests use. Without PostgreSQL installed they are skipped,
+    saying so, unless ``SSE_JOBS_REQUIRE_POSTGRES=1`` (CI) makes that a failure."""
+    if postgres.binaries() is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("SSE_JOBS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = postgres.start()
+    yield cluster
+    cluster.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: postgres.Cluster) -> str:
+    """A new, empty database on the session's cluster."""
+    return postgres_cluster.create_database(f"test_{os.getpid()}_{next(_databases)}")
 
 
 @dataclass

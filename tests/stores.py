@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sse_jobs.records import Event
-from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.store import Store
 
-# Each backend, made on a fresh database (in ``directory``); PostgreSQL joins it with its store.
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda directory: SQLiteStore(directory / "store.db"),
-}
+BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass
@@ -23,4 +19,6 @@ class Opened:
     published: list[Event] = field(default_factory=list)
 
 
+# Opens a store of the backend under test on the test's database; each store is another
+# node (``node=``) of it.
 OpenStore = Callable[..., Awaitable[Opened]]

@@ -27,7 +27,6 @@ from sse_jobs.jobs.registry import JobType, Registry
 from sse_jobs.logs import job_extra
 from sse_jobs.metrics import Metrics
 from sse_jobs.models import CreateJob
-from sse_jobs.ratelimit import KeyedLimiter
 from sse_jobs.records import JobRecord, NewJob
 from sse_jobs.states import EventName
 from sse_jobs.store.base import Store
@@ -62,8 +61,6 @@ class Admission:
         self._metrics = metrics
         self._intake = intake
         self._ids = JobIdFactory()
-        per_minute = settings.submissions_per_minute
-        self._submissions = KeyedLimiter(per_minute / 60.0, burst=per_minute)
 
     async def submit(
         self, request: CreateJob, idempotency_key: str | None, principal: str = ANONYMOUS
@@ -142,7 +139,10 @@ class Admission:
         if await self._store.count_active(principal) >= limit:
             raise TooManyRequests(f"{principal} has {limit} jobs queued or running; wait for "
                                   "some to finish", retry_after=ACTIVE_LIMIT_RETRY_AFTER)
-        wait = self._submissions.take(principal)
+        per_minute = self._settings.submissions_per_minute
+        # In the store: on a shared store, the limit holds across every node.
+        wait = await self._store.take_token(f"submissions:{principal}", per_minute / 60.0,
+                                            per_minute)
         if wait:
             raise TooManyRequests(f"{principal} may submit {self._settings.submissions_per_minute}"
                                   " jobs a minute", retry_after=max(1, math.ceil(wait)))

@@ -29,7 +29,7 @@ from sse_jobs.jobs.registry import Registry
 from sse_jobs.jobs.runtime import WorkerCall
 from sse_jobs.logs import job_extra
 from sse_jobs.metrics import Metrics
-from sse_jobs.records import Change, JobRecord
+from sse_jobs.records import Change, Fence, JobRecord
 from sse_jobs.states import JobState
 from sse_jobs.store.base import Store
 from sse_jobs.webhooks.policy import delivery_url
@@ -37,6 +37,7 @@ from sse_jobs.webhooks.policy import delivery_url
 log = logging.getLogger(__name__)
 
 IDLE_DISPATCH_WAIT = 60.0
+EXPIRED_BATCH = 100  # expired attempts ended per lease round
 STORAGE_RETRY = 1.0  # seconds before the dispatcher tries storage again after an error
 KILL_WAIT = 15.0  # after the grace period: how long killed attempts get to be recorded
 # Waiting out storage trouble (a full disk) before an outcome can be recorded.
@@ -59,20 +60,24 @@ class _Run:
     kill_timer: asyncio.TimerHandle | None = None
     cancel_requested: bool = False
     requeue: bool = False  # killed by shutdown: back to the queue, attempt not spent
+    lost: bool = False  # its lease was lost: another node has taken over; record nothing
 
 
 class Engine:
     """Owns the dispatcher and the running attempts."""
 
-    def __init__(self, settings: Settings, store: Store, pool: WorkerPool, registry: Registry,
-                 metrics: Metrics, jobs: Jobs) -> None:
+    def __init__(self, settings: Settings, store: Store, pool: WorkerPool | None,
+                 registry: Registry, metrics: Metrics, jobs: Jobs) -> None:
+        """``pool`` None: an API node that runs no jobs (``--workers 0``)."""
         self.settings = settings
         self.metrics = metrics
         self.store = store
         self.pool = pool
         self.registry = registry
         self.jobs = jobs
-        self.progress = ProgressWriter(store, pool, settings.progress_rate)
+        self.progress = (None if pool is None else
+                         ProgressWriter(store, pool, settings.progress_rate))
+        self._leases: asyncio.Task[None] | None = None
         self._retry = Backoff(base=settings.retry_base, max_delay=settings.retry_max,
                               jitter="full")
         self._runs: dict[str, _Run] = {}
@@ -97,8 +102,11 @@ class Engine:
 
     async def health(self) -> dict[str, str]:
         """``ok`` or what is wrong, for the database, the pool and the dispatcher."""
-        checks = {"database": "ok", "pool": "ok" if self.pool.alive else "down",
-                  "dispatcher": "ok" if self.dispatcher_running else "down"}
+        if self.pool is None:  # runs nothing: there is no pool or dispatcher to be down
+            checks = {"database": "ok", "pool": "none", "dispatcher": "none"}
+        else:
+            checks = {"database": "ok", "pool": "ok" if self.pool.alive else "down",
+                      "dispatcher": "ok" if self.dispatcher_running else "down"}
         try:
             await self.store.ping()
         except SseJobsError as exc:
@@ -108,11 +116,20 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover what a previous process left running, then start dispatching."""
-        await self._recover()
-        self.pool.start(self.progress.report)
-        self.progress.start()
-        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
+        """Recover what a previous process left running, then start dispatching.
+
+        On a shared store there is no "previous process": other nodes may be running
+        their attempts right now, and only attempts whose lease has expired are ended,
+        by whichever node holds the recovery task (``_keep_leases``)."""
+        if not self.store.shared:
+            await self._recover()
+        self.store.on_cancel(self._cancel_requested_elsewhere)
+        if self.pool is not None and self.progress is not None:
+            self.pool.start(self.progress.report)
+            self.progress.start()
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
+        if self.store.shared:
+            self._leases = asyncio.create_task(self._keep_leases(), name="leases")
         self.accepting = True
 
     async def stop(self) -> None:
@@ -138,16 +155,19 @@ class Engine:
         for job_id, run in self._runs.items():
             job_log(job_id).info("requeueing: still running at shutdown")
             run.requeue = True
-            self.pool.kill(job_id)
+            self._kill(job_id)
         deadline = time.monotonic() + KILL_WAIT
         while (self._tasks or self._runs) and time.monotonic() < deadline:
             await asyncio.wait([*self._tasks, *(r.outcome for r in self._runs.values())],
                                timeout=deadline - time.monotonic())
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
-        await self.progress.stop()
-        await self.pool.close()
+        for task in (self._dispatcher, self._leases):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.progress is not None:
+            await self.progress.stop()
+        if self.pool is not None:
+            await self.pool.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -178,19 +198,26 @@ class Engine:
             raise Conflict(f"job {job_id} is already {record.state.value}")
         updated = await self.store.request_cancel(job_id)
         run = self._runs.get(job_id)
-        if run is None:  # claimed a moment ago; _start will see the request
-            self._cancel_on_start.add(job_id)
-        else:
+        if run is not None:
             self._request_stop(run)
+        elif not self.store.shared:  # claimed a moment ago; _start will see the request
+            self._cancel_on_start.add(job_id)
+        # On a shared store the node running it hears of it (``on_cancel``), and at its
+        # next lease renewal at the latest.
         return updated or record, False
 
+    def _cancel_requested_elsewhere(self, job_id: str) -> None:
+        run = self._runs.get(job_id)
+        if run is not None:
+            self._request_stop(run)
+
     def _request_stop(self, run: _Run) -> None:
-        if run.cancel_requested:
+        if run.cancel_requested or self.pool is None:
             return
         run.cancel_requested = True
         self.pool.request_cancel(run.job.id)
         run.kill_timer = asyncio.get_running_loop().call_later(
-            self.settings.cancel_grace, self.pool.kill, run.job.id)
+            self.settings.cancel_grace, self._kill, run.job.id)
         job_log(run.job.id).info("asked to stop; killed in %.1fs if it does not",
                                  self.settings.cancel_grace)
 
@@ -215,8 +242,13 @@ class Engine:
                 async with asyncio.timeout(delay):
                     await self._dispatch_wakeup.wait()
 
+    def _kill(self, job_id: str) -> None:
+        if self.pool is not None:
+            self.pool.kill(job_id)
+
     async def _dispatch(self) -> float:
         """Start what can start; how long to wait before looking again (0: at once)."""
+        assert self.pool is not None, "only a node with workers dispatches"
         if self.pool.free and self.pool.alive:
             wanted = self.pool.free
             now = time.time()
@@ -232,6 +264,8 @@ class Engine:
         return delay
 
     def _start(self, record: JobRecord) -> None:
+        assert self.pool is not None, "only a node with workers dispatches"
+        assert self.progress is not None
         job_type = self.registry.get(record.type)
         if job_type is None:
             self._spawn(self._fail_unrunnable(record))
@@ -260,7 +294,7 @@ class Engine:
         error = {"type": "unknown_type", "message": f"job type {record.type!r} is not "
                  "registered on this server (start it with the --jobs module that defines it)"}
         await self._record(record, Change(_draft(record, events.failed(time.time(), error)),
-                                          error=error))
+                                          fence=Fence(record.attempt), error=error))
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -273,15 +307,21 @@ class Engine:
             time.time() - run.started)
         if run.kill_timer is not None:
             run.kill_timer.cancel()
+        assert self.progress is not None, "attempts run only on a node with workers"
         await self.progress.finish(job_id)
         job, now = run.job, time.time()
-        if run.requeue or (not self.accepting and outcome.kind in {"crashed", "killed"}):
+        if run.lost:
+            job_log(job_id).warning("attempt %d ended after its lease was lost; another node "
+                                    "has ended it, so its outcome (%s) is not recorded",
+                                    job.attempt, outcome.kind)
+        elif run.requeue or (not self.accepting and outcome.kind in {"crashed", "killed"}):
             # Killed by our shutdown, or by a signal sent to the whole process group.
             await self._requeue(job, now)
         elif outcome.kind == "ok":
             await self._record(job, Change(
                 _draft(job, events.completed(now, job.id, outcome.result)),
-                result=outcome.result, result_file=outcome.result_file))
+                fence=Fence(job.attempt), result=outcome.result,
+                result_file=outcome.result_file))
             job_log(job_id).info("completed")
         elif run.cancel_requested or outcome.kind == "cancelled":
             await self._record(job, _cancelled(job, now))
@@ -293,11 +333,18 @@ class Engine:
     async def _record(self, job: JobRecord, change: Change) -> None:
         """Record an attempt's outcome, waiting out storage trouble (a full disk) rather
         than losing it; while starting or stopping, give up and leave the job to the next
-        start's recovery."""
+        start's recovery. A fenced outcome the store refuses belongs to an attempt that
+        has been taken over (its lease ran out): it is dropped, as it must be."""
         failures = 0
         while True:
             try:
                 await self.store.record(job.id, change)
+                return
+            except IllegalTransition as exc:
+                if change.fence is None:
+                    raise
+                job_log(job.id).warning("attempt %d: %s not recorded: %s", job.attempt,
+                                        change.name.value, exc.detail)
                 return
             except Unavailable as exc:
                 if not self.accepting:
@@ -308,24 +355,29 @@ class Engine:
                 failures += 1
                 await asyncio.sleep(delay)
 
-    async def _retry_or_fail(self, job: JobRecord, error: dict[str, Any], now: float) -> None:
+    async def _retry_or_fail(self, job: JobRecord, error: dict[str, Any], now: float, *,
+                             expired: bool = False) -> None:
+        """End the attempt as failed: retried with backoff while attempts remain. ``expired``:
+        it is another node's attempt whose lease ran out."""
+        fence = Fence(job.attempt, expired=expired)
         if job.attempt < job.max_attempts:
             retry_at = now + self._retry.delay(job.attempt - 1)
             await self._record(job, Change(
                 _draft(job, events.retrying(now, job.attempt + 1, retry_at, error)),
-                error=error, not_before=retry_at))
+                fence=fence, error=error, not_before=retry_at))
             job_log(job.id).info("attempt %d failed (%s); retrying at %s",
                                  job.attempt, error["type"], events.iso(retry_at))
             self.wake()
         else:
-            await self._record(job, Change(_draft(job, events.failed(now, error)), error=error))
+            await self._record(job, Change(_draft(job, events.failed(now, error)),
+                                           fence=fence, error=error))
             job_log(job.id).info("failed (%s)", error["type"])
 
     async def _requeue(self, job: JobRecord, now: float) -> None:
         error = {"type": "interrupted", "message": "the server shut down during this attempt"}
         await self._record(job, Change(
             _draft(job, events.retrying(now, job.attempt, now, error)),
-            error=error, not_before=now, refund_attempt=True))
+            fence=Fence(job.attempt), error=error, not_before=now, refund_attempt=True))
 
     async def _recover(self) -> None:
         """Attempts left ``processing`` by a process that died: retry or fail them."""
@@ -341,6 +393,51 @@ class Engine:
                     await self._retry_or_fail(job, error, now)
             except Unavailable as exc:  # left processing; the next start tries again
                 job_log(job.id).error("cannot recover it now: %s", exc.detail)
+
+    # -- leases (a shared store) ----------------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Every ``--lease-renew`` seconds: renew this node's leases, stop the attempts whose
+        lease was lost (or that another node asked to stop), and, if this node holds the
+        recovery task, end the attempts of nodes whose leases have expired."""
+        while True:
+            await asyncio.sleep(self.settings.lease_renew)
+            try:
+                await self._renew()
+                if await self.store.hold("recovery", 2 * self.settings.lease_renew):
+                    await self._end_expired()
+            except Unavailable as exc:  # the leases run on; renewal tries again
+                log.warning("leases not renewed: %s", exc.detail)
+
+    async def _renew(self) -> None:
+        runs = dict(self._runs)
+        if not runs:
+            return
+        held = await self.store.renew_leases(list(runs))
+        for job_id, run in runs.items():
+            if self._runs.get(job_id) is not run:
+                continue  # ended meanwhile
+            if job_id not in held:
+                job_log(job_id).warning("lost the lease on attempt %d; stopping it",
+                                        run.job.attempt)
+                run.lost = True
+                self._kill(job_id)
+            elif held[job_id]:
+                self._request_stop(run)
+
+    async def _end_expired(self) -> None:
+        for job in await self.store.expired_attempts(EXPIRED_BATCH):
+            if job.id in self._runs:
+                continue  # ours: renewal deals with it
+            job_log(job.id).warning("attempt %d: its node stopped renewing the lease",
+                                    job.attempt)
+            error = {"type": "crashed", "message": f"the node running attempt {job.attempt} "
+                     "stopped renewing its lease"}
+            if job.cancel_requested:
+                await self._record(job, dataclasses.replace(
+                    _cancelled(job, time.time()), fence=Fence(job.attempt, expired=True)))
+            else:
+                await self._retry_or_fail(job, error, time.time(), expired=True)
 
 
 def _draft(job: JobRecord, draft: EventDraft) -> EventDraft:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from sse_jobs.events import EventDraft
 from sse_jobs.records import (
@@ -37,9 +38,16 @@ DraftFor = Callable[[JobRecord], EventDraft]
 class Store(ABC):
     """Rows in, rows out. Implementations translate their errors into ``sse_jobs.errors``."""
 
+    shared: ClassVar[bool] = False
+    """Whether many nodes may share this store. The engine then holds a lease on each
+    attempt it runs (renewing it, and ending other nodes' expired ones while it runs), and
+    hears of cancels requested on other nodes; a store for one node has no leases: the
+    next start recovers what a dead process left running."""
+
     @abstractmethod
-    async def open(self, listener: EventListener) -> None:
-        """Connect, migrate the schema, and start delivering committed events to ``listener``."""
+    async def open(self, listener: EventListener | None) -> None:
+        """Connect, migrate the schema, and start delivering committed events to ``listener``
+        (on a shared store, every node's events, in global id order), if there is one."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -66,7 +74,22 @@ class Store(ABC):
 
     @abstractmethod
     async def request_cancel(self, job_id: str) -> JobRecord | None:
-        """Mark a processing job as asked to stop (no event); None unless it is processing."""
+        """Mark a processing job as asked to stop (no event); None unless it is processing.
+        A shared store tells the other nodes (``on_cancel``)."""
+
+    @abstractmethod
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with the id of each job another node asked to stop."""
+
+    @abstractmethod
+    async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Extend this node's leases on the running attempts of ``job_ids``: the ids whose
+        lease it still holds, each with whether a cancel was requested. An id missing from
+        the answer has been lost (its attempt must stop and record nothing)."""
+
+    @abstractmethod
+    async def expired_attempts(self, limit: int) -> list[JobRecord]:
+        """Processing jobs whose lease has run out: their node is presumed dead."""
 
     @abstractmethod
     async def claim(self, now: float, limit: int,
@@ -135,8 +158,9 @@ class Store(ABC):
     # -- webhooks: deliveries are stored with the events whose drafts name them
 
     @abstractmethod
-    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, soonest first."""
+    async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        """Take pending deliveries whose next attempt is due, soonest first, and hold them
+        for ``hold`` seconds: no other caller (or node) gets them meanwhile."""
 
     @abstractmethod
     async def next_delivery_at(self) -> float | None: ...
@@ -153,6 +177,16 @@ class Store(ABC):
     @abstractmethod
     async def job_deliveries(self, job_id: str) -> tuple[list[Delivery], list[DeliveryAttempt]]:
         """A job's deliveries and all their attempts."""
+
+    @abstractmethod
+    async def take_token(self, key: str, rate: float, burst: float) -> float:
+        """Take a token from the bucket ``key`` (``rate`` a second, at most ``burst``), shared
+        by every node of the store: 0.0 if taken, else the seconds until one is there."""
+
+    @abstractmethod
+    async def hold(self, task: str, seconds: float) -> bool:
+        """Whether this node may do the periodic ``task`` now: on a shared store one node
+        at a time holds it, for ``seconds`` from its last call."""
 
     @abstractmethod
     async def ping(self) -> None:

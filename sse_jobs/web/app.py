@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -48,6 +50,7 @@ from sse_jobs.web.keys import (
     JOB_TYPES,
     JOBS,
     METRICS,
+    NODE,
     RESULTS,
     RETENTION,
     SETTINGS,
@@ -71,6 +74,12 @@ def load_job_modules(modules: Sequence[str]) -> None:
         importlib.import_module(module)
 
 
+def node_name() -> str:
+    """This process's name among the nodes of a shared database: readable for an operator
+    (host and pid), and unique even when a pid is reused."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     """The aiohttp application. Without ``registry``: the shared one, with the demo types
     and the ``--jobs`` modules of ``settings`` loaded."""
@@ -79,6 +88,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
         registry = REGISTRY
     app = web.Application(client_max_size=settings.max_body, middlewares=MIDDLEWARES)
     app[SETTINGS] = settings
+    app[NODE] = node_name()
     app[METRICS] = Metrics()
     app[JOB_TYPES] = registry
     app[BROKER] = Broker(settings.subscriber_queue, settings.fan_out_rate)
@@ -102,7 +112,7 @@ def _committed(listeners: list[EventListener]) -> EventListener:
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
-    store = store_for(app[SETTINGS])
+    store = store_for(app[SETTINGS], app[NODE])
     await store.open(_committed(app[COMMITTED]))
     app[STORE] = store
     try:

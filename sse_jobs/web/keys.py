@@ -20,6 +20,7 @@ from sse_jobs.webhooks.deliveries import Deliveries
 from sse_jobs.webhooks.sender import WebhookSender
 
 SETTINGS = web.AppKey("settings", Settings)
+NODE = web.AppKey("node", str)  # this process's name among the nodes sharing a database
 METRICS = web.AppKey("metrics", Metrics)
 JOB_TYPES = web.AppKey("job_types", Registry)
 RESULTS = web.AppKey("results", ResultFiles)

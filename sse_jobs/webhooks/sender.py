@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 DUE_BATCH = 64
 IDLE_WAIT = 60.0
+HOLD_MARGIN = 30.0
 WAKE_THROTTLE = 0.05  # at most this often does a burst of commits make it look for work
 FINAL_4XX = frozenset(range(400, 500)) - {408, 429}
 
@@ -59,6 +60,10 @@ class WebhookSender:
         self._signer = Webhook(secret)
         self._backoff = Backoff(base=settings.webhook_retry_base,
                                 max_delay=settings.webhook_retry_max, jitter="full")
+        # Claimed deliveries are held while being posted, past the attempt's timeout and
+        # a wait for a free slot, so that another node (or loop) never posts them too.
+        self._hold = HOLD_MARGIN + settings.webhook_timeout * (
+            1 + DUE_BATCH // settings.webhook_concurrency)
         self._wakeup = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
@@ -90,7 +95,8 @@ class WebhookSender:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # storage trouble: try again later
-                for delivery in await self._store.due_deliveries(time.time(), DUE_BATCH):
+                claimed = await self._store.claim_deliveries(time.time(), DUE_BATCH, self._hold)
+                for delivery in claimed:
                     if delivery.id not in self._in_flight:
                         task = asyncio.create_task(self._deliver(delivery))
                         self._in_flight[delivery.id] = task
@@ -121,6 +127,7 @@ class WebhookSender:
                                       round(time.time() - started, 4))
             state, next_at = self._next_step(delivery, number, status, retry_after)
             await self._store.record_attempt(attempt, state, next_at)
+            self._wakeup.set()  # its next attempt may be due before the loop would look
             self._metrics.webhooks.labels(
                 "delivered" if state == "delivered" else "dead" if state == "dead" else "retry"
             ).inc()

@@ -9,19 +9,26 @@ from pathlib import Path
 import pytest
 
 from sse_jobs.records import Event
-from sse_jobs.store import Store
+from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.store.postgres import PostgresStore
 from stores import BACKENDS, Opened, OpenStore
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 async def open_store(request: pytest.FixtureRequest,
                      tmp_path: Path) -> AsyncIterator[OpenStore]:
     """Opens stores of one backend, all on the same database (a second one reopens it)."""
     opened: list[Store] = []
-    backend = BACKENDS[request.param]
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
 
-    async def make(listener: Callable[[list[Event]], None] | None = None) -> Opened:
-        result = Opened(backend(tmp_path))
+    def backend(node: str, lease: float) -> Store:
+        if url is None:
+            return SQLiteStore(tmp_path / "store.db")
+        return PostgresStore(url, node=node, lease_timeout=lease)
+
+    async def make(listener: Callable[[list[Event]], None] | None = None, *,
+                   node: str = "node-1", lease: float = LEASE) -> Opened:
+        result = Opened(backend(node, lease))
         await result.store.open(listener or result.published.extend)
         opened.append(result.store)
         return result
@@ -29,6 +36,9 @@ async def open_store(request: pytest.FixtureRequest,
     yield make
     for store in opened:
         await store.close()
+
+
+LEASE = 30.0
 
 
 @pytest.fixture

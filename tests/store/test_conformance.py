@@ -285,17 +285,21 @@ async def test_deliveries_are_stored_with_their_events_and_keep_every_attempt(
     assert [(d.seq, d.event, d.url, d.state, d.attempts) for d in deliveries] == [
         (1, "queued", url, "pending", 0), (3, "progress", url, "pending", 0)]
     assert attempts == []
-    due = await store.due_deliveries(time.time() + 1, 10)
+    now = time.time() + 1
+    due = await store.claim_deliveries(now, 10, hold=60)
     assert [d.seq for d in due] == [1, 3]
+    assert await store.claim_deliveries(now, 10, hold=60) == []  # held for the first taker
     first = due[0]
     await store.record_attempt(DeliveryAttempt(first.id, 1, time.time(), 500, "HTTP 500", 0.01),
-                               "pending", time.time() + 100)
+                               "pending", now + 100)
     await store.record_attempt(DeliveryAttempt(due[1].id, 1, time.time(), 200, None, 0.01),
                                "delivered", time.time())
-    assert await store.next_delivery_at() == pytest.approx(time.time() + 100, abs=5)
+    assert await store.next_delivery_at() == pytest.approx(now + 100)
+    [again] = await store.claim_deliveries(now + 101, 10, hold=60)
+    assert (again.id, again.attempts) == (first.id, 1)
     await store.record_attempt(DeliveryAttempt(first.id, 2, time.time(), 410, "HTTP 410", 0.02),
                                "dead", time.time())
-    assert await store.due_deliveries(time.time() + 1000, 10) == []
+    assert await store.claim_deliveries(now + 10_000, 10, hold=60) == []
     assert await store.retry_delivery(A, due[1].id, time.time()) is None  # not dead
     retried = await store.retry_delivery(A, first.id, time.time())
     assert retried is not None
@@ -304,6 +308,16 @@ async def test_deliveries_are_stored_with_their_events_and_keep_every_attempt(
     assert [(a.delivery_id, a.number, a.status) for a in attempts] == [
         (first.id, 1, 500), (first.id, 2, 410), (due[1].id, 1, 200)]
     assert [d.state for d in deliveries] == ["pending", "delivered"]
+
+
+async def test_a_token_bucket_is_taken_from_and_refills(opened: Opened) -> None:
+    store = opened.store
+    assert [await store.take_token("alice", 0.5, 2) for _ in range(2)] == [0.0, 0.0]
+    wait = await store.take_token("alice", 0.5, 2)
+    assert 1.5 < wait <= 2.0  # empty: one token comes back every 2 s
+    assert await store.take_token("bob", 0.5, 2) == 0.0  # a bucket per key
+    assert await store.take_token("fast", 1000.0, 1) == 0.0
+    assert await store.take_token("fast", 1000.0, 1) <= 0.001
 
 
 async def test_a_secret_is_made_once_and_kept(open_store: OpenStore) -> None:

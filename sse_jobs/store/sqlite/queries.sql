@@ -45,10 +45,12 @@ SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 
 -- name: record_retrying
 -- Each state-changing event is one UPDATE that bumps last_event_id, which becomes the new
--- event's seq, guarded by the states the event may be recorded in; it returns the row.
+-- event's seq, guarded by the states the event may be recorded in (and, for an attempt's
+-- outcome, by its attempt: the fence); it returns the row.
 UPDATE jobs SET state = :state, not_before = :not_before, error = :error,
                 attempt = attempt - :refund, last_event_id = last_event_id + 1
 WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+  AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
@@ -59,6 +61,7 @@ UPDATE jobs SET state = :state, finished_at = :at, result = :result,
                 result_file = :result_file, progress = 100, error = NULL,
                 last_event_id = last_event_id + 1
 WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+  AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
@@ -68,6 +71,7 @@ RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, pro
 UPDATE jobs SET state = :state, finished_at = :at, error = :error,
                 last_event_id = last_event_id + 1
 WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+  AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
@@ -77,6 +81,7 @@ RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, pro
 UPDATE jobs SET state = :state, finished_at = :at, error = :error,
                 last_event_id = last_event_id + 1
 WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
+  AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
@@ -105,6 +110,10 @@ RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, pro
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
           callback_url, callback_events;
+
+-- name: processing_of
+SELECT id, cancel_requested FROM jobs
+WHERE state = 'processing' AND id IN (SELECT value FROM json_each(:ids));
 
 -- name: job_counts
 SELECT type, state, count(*) FROM jobs GROUP BY type, state;
@@ -173,10 +182,12 @@ DELETE FROM deliveries WHERE job_id = ?;
 INSERT INTO deliveries (job_id, seq, event, url, state, next_attempt_at, created_at)
 VALUES (?, ?, ?, ?, 'pending', ?, ?);
 
--- name: due_deliveries
-SELECT id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at
-FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?
-ORDER BY next_attempt_at LIMIT ?;
+-- name: claim_deliveries
+-- Due deliveries, held until :until (the sender posts them meanwhile).
+UPDATE deliveries SET next_attempt_at = :until
+WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= :now
+             ORDER BY next_attempt_at LIMIT :limit)
+RETURNING id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at;
 
 -- name: next_delivery_at
 SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';

@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from sse_jobs.errors import IllegalTransition, NotFound, SseJobsError, Unavailable
+from sse_jobs.errors import SseJobsError, Unavailable
 from sse_jobs.events import EventDraft, event_data, iso, progress_data
+from sse_jobs.ratelimit import KeyedLimiter
 from sse_jobs.records import (
     Change,
     Delivery,
@@ -44,8 +45,16 @@ from sse_jobs.records import (
     NewJob,
     ProgressUpdate,
 )
-from sse_jobs.states import ACTIVE_STATES, TERMINAL_STATES, EventName, JobState, allowed_from
+from sse_jobs.states import ACTIVE_STATES, TERMINAL_STATES, EventName, JobState
 from sse_jobs.store.base import DraftFor, EventListener, Store
+from sse_jobs.store.rows import (
+    attempt_record,
+    by_attempt,
+    delivery_record,
+    event_record,
+    job_record,
+    refusal,
+)
 from sse_jobs.store.sql import load_migrations, load_queries
 
 log = logging.getLogger(__name__)
@@ -89,9 +98,11 @@ class SQLiteStore(Store):
         self._next_event_id = 1
         self._closing = False
         self._lock_fd: int | None = None
+        self._limiters: dict[tuple[float, float], KeyedLimiter] = {}
 
-    async def open(self, listener: EventListener) -> None:
-        self._listener = listener
+    async def open(self, listener: EventListener | None) -> None:
+        if listener is not None:
+            self._listener = listener
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_database()
         try:
@@ -297,14 +308,15 @@ class SQLiteStore(Store):
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
         def op(conn: sqlite3.Connection) -> tuple[tuple[JobRecord, Event], list[Event]]:
             record = _fetch_job(conn, RECORD[change.name], {
-                "id": job_id, "allowed": _json_list(_allowed(change)),
+                "id": job_id, "allowed": _json_list(change.allowed),
                 "state": change.state.value, "at": change.event.at,
                 "error": None if change.error is None else orjson.dumps(change.error).decode(),
                 "result": change.result, "result_file": change.result_file,
                 "not_before": change.not_before, "refund": int(change.refund_attempt),
+                "attempt": None if change.fence is None else change.fence.attempt,
             })
             if record is None:
-                raise _refusal(conn, job_id, change.name)
+                raise refusal(job_id, _scalar(conn, Q["select_state"], (job_id,)), change)
             event = self._store_event(conn, job_id, record.last_event_id, change.event,
                                       record.principal)
             return (record, event), [event]
@@ -320,7 +332,7 @@ class SQLiteStore(Store):
             values: list[Any] = []  # the rows' columns, one after another
             deliveries: list[tuple[Event, str]] = []
             last_at, at_text = None, None
-            for (job_id, attempt), group in _grouped(updates).items():
+            for (job_id, attempt), group in by_attempt(updates).items():
                 last = group[-1]
                 row = _first_row(conn, Q["progress"], {
                     "id": job_id, "attempt": attempt, "progress": last.progress,
@@ -349,6 +361,27 @@ class SQLiteStore(Store):
         result: list[Event] = await self._write(op)
         return result
 
+    # -- one node: no leases, nobody else to hear from ------------------------------------
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Never called: every cancel is requested on this one node."""
+
+    async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        rows = await self._read(Q["processing_of"], {"ids": _json_list(job_ids)})
+        return {row[0]: bool(row[1]) for row in rows}
+
+    async def expired_attempts(self, limit: int) -> list[JobRecord]:
+        return []  # a dead process's attempts are recovered when the next one starts
+
+    async def take_token(self, key: str, rate: float, burst: float) -> float:
+        limiter = self._limiters.get((rate, burst))
+        if limiter is None:
+            limiter = self._limiters[(rate, burst)] = KeyedLimiter(rate, burst)
+        return limiter.take(key)
+
+    async def hold(self, task: str, seconds: float) -> bool:
+        return True
+
     async def request_cancel(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> tuple[JobRecord | None, list[Event]]:
             return _fetch_job(conn, Q["request_cancel"], (job_id,)), []
@@ -360,7 +393,7 @@ class SQLiteStore(Store):
                     draft: DraftFor) -> list[tuple[JobRecord, Event]]:
         def op(conn: sqlite3.Connection) -> tuple[list[tuple[JobRecord, Event]], list[Event]]:
             rows = conn.execute(Q["claim"], {"now": now, "limit": limit}).fetchall()
-            records = sorted(map(_job, rows), key=lambda r: (-r.priority, r.id))
+            records = sorted(map(job_record, rows), key=lambda r: (-r.priority, r.id))
             claimed, deliveries = [], []
             for record in records:
                 made = draft(record)
@@ -406,7 +439,7 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> tuple[Delivery | None, list[Event]]:
             row = _first_row(conn, Q["retry_delivery"],
                              {"id": delivery_id, "job_id": job_id, "now": now})
-            return (None if row is None else Delivery(*row)), []
+            return (None if row is None else delivery_record(row)), []
 
         result: Delivery | None = await self._write(op)
         return result
@@ -432,7 +465,7 @@ class SQLiteStore(Store):
 
     async def _read_job(self, sql: str, params: Any) -> JobRecord | None:
         rows = await self._read(sql, params)
-        return _job(rows[0]) if rows else None
+        return job_record(rows[0]) if rows else None
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self._read_job(Q["select_job"], (job_id,))
@@ -447,10 +480,10 @@ class SQLiteStore(Store):
         params = {"principal": principal, "any_state": not states, "states": _json_list(states),
                   "any_type": not types, "types": _json_list(types),
                   "before": before, "limit": limit}
-        return [_job(row) for row in await self._read(Q["list_jobs"], params)]
+        return [job_record(row) for row in await self._read(Q["list_jobs"], params)]
 
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]:
-        return [_job(row) for row in await self._read(Q["jobs_in_state"], (state.value,))]
+        return [job_record(row) for row in await self._read(Q["jobs_in_state"], (state.value,))]
 
     async def next_run_at(self) -> float | None:
         value = await self._read_value(Q["next_run_at"])
@@ -464,12 +497,12 @@ class SQLiteStore(Store):
         return [(row[0], row[1], row[2]) for row in await self._read(Q["job_counts"])]
 
     async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        return [_event(row) for row in await self._read(Q["job_events"],
+        return [event_record(row) for row in await self._read(Q["job_events"],
                                                         (job_id, after_seq, limit))]
 
     async def all_events(self, after_id: int, limit: int, principal: str | None) -> list[Event]:
         params = {"after": after_id, "limit": limit, "principal": principal}
-        return [_event(row) for row in await self._read(Q["all_events"], params)]
+        return [event_record(row) for row in await self._read(Q["all_events"], params)]
 
     async def count_active(self, principal: str) -> int:
         result: int = await self._read_value(
@@ -491,8 +524,15 @@ class SQLiteStore(Store):
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         return [row[0] for row in await self._read(Q["finished_before"], (cutoff, limit))]
 
-    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        return [Delivery(*row) for row in await self._read(Q["due_deliveries"], (now, limit))]
+    async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
+        def op(conn: sqlite3.Connection) -> tuple[list[Delivery], list[Event]]:
+            rows = conn.execute(Q["claim_deliveries"],
+                                {"now": now, "limit": limit, "until": now + hold}).fetchall()
+            return sorted((delivery_record(row) for row in rows),
+                          key=lambda d: (d.next_attempt_at, d.id)), []
+
+        result: list[Delivery] = await self._write(op)
+        return result
 
     async def next_delivery_at(self) -> float | None:
         value = await self._read_value(Q["next_delivery_at"])
@@ -501,8 +541,9 @@ class SQLiteStore(Store):
     async def job_deliveries(
         self, job_id: str
     ) -> tuple[list[Delivery], list[DeliveryAttempt]]:
-        deliveries = [Delivery(*row) for row in await self._read(Q["job_deliveries"], (job_id,))]
-        attempts = [DeliveryAttempt(*row)
+        deliveries = [delivery_record(row)
+                      for row in await self._read(Q["job_deliveries"], (job_id,))]
+        attempts = [attempt_record(row)
                     for row in await self._read(Q["job_delivery_attempts"], (job_id,))]
         return deliveries, attempts
 
@@ -533,27 +574,8 @@ def _insert_deliveries(conn: sqlite3.Connection, deliveries: Sequence[tuple[Even
             for event, url in deliveries])
 
 
-def _allowed(change: Change) -> frozenset[JobState]:
-    allowed = allowed_from(change.name)
-    return allowed if change.only_from is None else allowed & change.only_from
-
-
 def _json_list(values: Iterable[str]) -> str:
     return orjson.dumps([str(value) for value in values]).decode()
-
-
-def _grouped(updates: Sequence[ProgressUpdate]) -> dict[tuple[str, int], list[ProgressUpdate]]:
-    groups: dict[tuple[str, int], list[ProgressUpdate]] = {}
-    for update in updates:
-        groups.setdefault((update.job_id, update.attempt), []).append(update)
-    return groups
-
-
-def _refusal(conn: sqlite3.Connection, job_id: str, event: EventName) -> SseJobsError:
-    row = _first_row(conn, Q["select_state"], (job_id,))
-    if row is None:
-        return NotFound(f"job {job_id} does not exist")
-    return IllegalTransition(f"job {job_id} is {row[0]}; it cannot become {event.value}")
 
 
 def _first_row(conn: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Row | None:
@@ -568,24 +590,4 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
 
 def _fetch_job(conn: sqlite3.Connection, sql: str, params: Any) -> JobRecord | None:
     row = _first_row(conn, sql, params)
-    return None if row is None else _job(row)
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(row[0], row[1], row[2], EventName(row[3]), row[4], row[5])
-
-
-def _job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"], type=row["type"], state=JobState(row["state"]),
-        params=orjson.loads(row["params"]), priority=row["priority"], attempt=row["attempt"],
-        max_attempts=row["max_attempts"], timeout=row["timeout"], progress=row["progress"],
-        message=row["message"], created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], not_before=row["not_before"], result=row["result"],
-        result_file=row["result_file"],
-        error=None if row["error"] is None else orjson.loads(row["error"]),
-        last_event_id=row["last_event_id"], cancel_requested=bool(row["cancel_requested"]),
-        idempotency_key=row["idempotency_key"], request_hash=row["request_hash"],
-        principal=row["principal"], callback_url=row["callback_url"],
-        callback_events=row["callback_events"],
-    )
+    return None if row is None else job_record(row)

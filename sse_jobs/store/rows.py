@@ -1,0 +1,59 @@
+"""What every backend does the same way: records from database rows (each backend's
+queries return the columns in the order these functions read them: see ``select_job`` in
+its ``queries.sql``), progress grouped by attempt, and the error a refused change gets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from sse_jobs.errors import IllegalTransition, NotFound, SseJobsError
+from sse_jobs.records import Change, Delivery, DeliveryAttempt, Event, JobRecord, ProgressUpdate
+from sse_jobs.states import EventName, JobState
+
+
+def job_record(row: Sequence[Any]) -> JobRecord:
+    """A ``jobs`` row, with its JSON columns decoded."""
+    return JobRecord(
+        id=row[0], type=row[1], state=JobState(row[2]), params=orjson.loads(row[3]),
+        priority=row[4], attempt=row[5], max_attempts=row[6], timeout=row[7],
+        progress=row[8], message=row[9], created_at=row[10], started_at=row[11],
+        finished_at=row[12], not_before=row[13],
+        result=None if row[14] is None else bytes(row[14]), result_file=row[15],
+        error=None if row[16] is None else orjson.loads(row[16]), last_event_id=row[17],
+        cancel_requested=bool(row[18]), idempotency_key=row[19], request_hash=row[20],
+        principal=row[21], callback_url=row[22], callback_events=row[23],
+    )
+
+
+def event_record(row: Sequence[Any]) -> Event:
+    """``id, job_id, seq, event, data, principal``."""
+    return Event(row[0], row[1], row[2], EventName(row[3]), bytes(row[4]), row[5])
+
+
+def delivery_record(row: Sequence[Any]) -> Delivery:
+    return Delivery(*row)
+
+
+def attempt_record(row: Sequence[Any]) -> DeliveryAttempt:
+    return DeliveryAttempt(*row)
+
+
+def by_attempt(updates: Sequence[ProgressUpdate]) -> dict[tuple[str, int], list[ProgressUpdate]]:
+    """Progress updates grouped by (job, attempt), in their order: one row update each."""
+    groups: dict[tuple[str, int], list[ProgressUpdate]] = {}
+    for update in updates:
+        groups.setdefault((update.job_id, update.attempt), []).append(update)
+    return groups
+
+
+def refusal(job_id: str, state: str | None, change: Change) -> SseJobsError:
+    """Why ``change`` was not recorded, the job being in ``state`` (None: no such job)."""
+    if state is None:
+        return NotFound(f"job {job_id} does not exist")
+    if change.fence is not None and state == JobState.PROCESSING:
+        return IllegalTransition(f"job {job_id} is no longer in attempt {change.fence.attempt} "
+                                 "here (it was taken over, or its lease ran out)")
+    return IllegalTransition(f"job {job_id} is {state}; it cannot become {change.name.value}")
