@@ -15,13 +15,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sse-jobs", description="Long-running requests as jobs with live SSE progress.")
     commands = parser.add_subparsers(dest="command", required=True)
     config.build_parser(commands.add_parser(
-        "serve", help="run the server", description="Run the sse-jobs server."))
+        "serve", help="run the server (an API node)", description="Run the sse-jobs server: "
+        "the API, and a pool of workers unless --workers 0."))
+    config.build_parser(commands.add_parser(
+        "worker", help="run a worker node (PostgreSQL)", description="Run jobs for the API "
+        "nodes sharing a PostgreSQL database (--db postgresql://...): no HTTP."))
     client_commands.add_commands(commands)
     args = parser.parse_args(argv)
-    if args.command == "serve":
+    if args.command in {"serve", "worker"}:
         from sse_jobs import server  # the client sub-commands need none of the server
 
-        return server.run(config.settings_from(args, environ=_environ()))
+        settings = config.settings_from(args, environ=_environ())
+        return server.run(settings) if args.command == "serve" else server.run_worker(settings)
     return client_commands.run(args, _environ())
 
 

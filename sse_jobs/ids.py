@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import threading
 import time
 
@@ -40,3 +42,9 @@ def _encode(value: int) -> str:
 def is_job_id(text: str) -> bool:
     """Whether ``text`` has the shape of a job id (cheap check before touching storage)."""
     return len(text) == 26 and all(c in _ALPHABET for c in text)
+
+
+def node_name() -> str:
+    """This process's name among the nodes of a shared database: readable for an operator
+    (host and pid), and unique even when a pid is reused."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

@@ -141,6 +141,11 @@ class DeliveryList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
-    database: str
-    pool: str
-    dispatcher: str
+    database: str = Field(description="ok, or why the database cannot answer")
+    pool: str = Field(description="ok, down, or none on a node that runs no jobs")
+    dispatcher: str = Field(description="ok, down, or none on a node that runs no jobs")
+    role: Literal["api+worker", "api"] = Field(
+        description="api: a node that runs no jobs (--workers 0)")
+    workers: int = Field(description="worker processes of this node")
+    backend: Literal["sqlite", "postgresql"]
+    node: str = Field(description="this node's name among the nodes of its database")

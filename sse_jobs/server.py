@@ -1,4 +1,6 @@
-"""Running the server: bind, announce, and shut down gracefully on SIGTERM/SIGINT."""
+"""Running a node: ``sse-jobs serve`` (an API node, with workers unless ``--workers 0``)
+binds, announces and serves; ``sse-jobs worker`` (a worker node, no HTTP) only runs jobs.
+Both shut down gracefully on SIGTERM/SIGINT (contract sections 1, 8 and 9)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
 from sse_jobs import logs
 from sse_jobs.auth import TokenFileError, load_tokens
 from sse_jobs.config import Settings
+from sse_jobs.engine.engine import Engine
+from sse_jobs.engine.results import ResultFiles
 from sse_jobs.errors import SseJobsError
+from sse_jobs.ids import node_name
+from sse_jobs.jobs import REGISTRY
+from sse_jobs.metrics import Metrics
+from sse_jobs.store import store_for
 from sse_jobs.web import create_app, load_job_modules
 from sse_jobs.web.keys import BROKER, ENGINE
 
@@ -35,14 +44,29 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
     try:
         tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
     except TokenFileError as exc:
-        print(f"sse-jobs: API tokens: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"API tokens: {exc}")
     if not tokens and not settings.loopback_only and not settings.insecure:
-        print(f"sse-jobs: refusing to listen on {settings.host} with no API tokens configured; "
-              "anyone who can reach it could run jobs. Configure --api-tokens-file, bind "
-              "127.0.0.1, or pass --insecure if something else guards this address.",
-              file=sys.stderr)
-        return 2
+        return _refuse(f"refusing to listen on {settings.host} with no API tokens configured; "
+                       "anyone who can reach it could run jobs. Configure --api-tokens-file, "
+                       "bind 127.0.0.1, or pass --insecure if something else guards this "
+                       "address.")
+    return _run_node(settings, serve(settings, app_factory))
+
+
+def run_worker(settings: Settings) -> int:
+    """``sse-jobs worker``: run jobs for the API nodes of a shared database until SIGTERM
+    or SIGINT, then exit 0."""
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.postgres_url is None:
+        return _refuse("a worker node takes its jobs from a database it shares with API "
+                       "nodes: --db postgresql://... (a SQLite file has one server, which "
+                       "runs its own jobs)")
+    if settings.workers == 0:
+        return _refuse("a worker node needs --workers 1 or more")
+    return _run_node(settings, work(settings))
+
+
+def _run_node(settings: Settings, main: Coroutine[Any, Any, None]) -> int:
     # Like `python -m`, let --jobs name modules in the working directory; the worker
     # processes inherit this path.
     if os.getcwd() not in sys.path:
@@ -50,14 +74,19 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
     try:
         load_job_modules(settings.jobs)
     except ImportError as exc:
-        print(f"sse-jobs: cannot import a --jobs module: {exc}", file=sys.stderr)
-        return 2
+        main.close()
+        return _refuse(f"cannot import a --jobs module: {exc}")
     try:
-        asyncio.run(serve(settings, app_factory))
+        asyncio.run(main)
     except SseJobsError as exc:
         print(f"sse-jobs: {exc.detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _refuse(message: str) -> int:
+    print(f"sse-jobs: {message}", file=sys.stderr)
+    return 2
 
 
 async def serve(settings: Settings, app_factory: AppFactory = create_app) -> None:
@@ -72,11 +101,7 @@ async def serve(settings: Settings, app_factory: AppFactory = create_app) -> Non
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = runner.addresses[0][1]
-        # Handlers first: whoever reads the announcement may send SIGTERM at once.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop = _stop_on_signals()  # first: whoever reads the line may send SIGTERM at once
         host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
         print(f"sse-jobs listening on http://{host}:{port}", flush=True)
         await stop.wait()
@@ -84,6 +109,34 @@ async def serve(settings: Settings, app_factory: AppFactory = create_app) -> Non
         await drain(runner.app)
     finally:
         await runner.cleanup()
+
+
+async def work(settings: Settings) -> None:
+    """A worker node: the store and the engine, no HTTP and no event fan-out."""
+    store = store_for(settings, node_name())
+    await store.open(None)
+    try:
+        engine = Engine.create(settings, store, REGISTRY, Metrics(),
+                               ResultFiles(settings.results_path))
+        await engine.start()
+        try:
+            stop = _stop_on_signals()
+            print("sse-jobs worker ready", flush=True)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await engine.stop()
+    finally:
+        await store.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT: the start of a graceful shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 async def drain(app: web.Application) -> None:

@@ -76,14 +76,32 @@ class Server:
 MakeServer = Callable[..., Awaitable[Server]]
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of a server runs on each backend; ``@pytest.mark.backends("sqlite")``
+    limits one to those it names (it reads a SQLite file, say)."""
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", only.args if only else BACKENDS)
+
+
 @pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
+async def make_server(tmp_path: Path, backend: str,
+                      request: pytest.FixtureRequest) -> AsyncIterator[MakeServer]:
+    """In-process servers on the test's database: a SQLite file, or a fresh PostgreSQL
+    database (every server of a test shares it: a restart, or another node)."""
     servers: list[Server] = []
+    db: Path | str = tmp_path / "jobs.db"
+    if backend == "postgres":
+        db = request.getfixturevalue("postgres_url")
 
     async def make(**overrides: Any) -> Server:
         settings = dataclasses.replace(
-            Settings(db=tmp_path / "jobs.db", workers=2, port=0, heartbeat=15.0,
-                     cancel_grace=1.0, retry_base=0.05, retry_max=0.2, shutdown_grace=2.0),
+            Settings(db=db, results_dir=tmp_path / "results", workers=2, port=0,
+                     heartbeat=15.0, cancel_grace=1.0, retry_base=0.05, retry_max=0.2,
+                     shutdown_grace=2.0),
             **overrides)
         runner = web.AppRunner(create_app(settings), handler_cancellation=True,
                                shutdown_timeout=2.0)
@@ -147,22 +165,27 @@ SpawnServer = Callable[..., Process]
 
 
 @pytest.fixture
-def spawn_server(tmp_path: Path) -> Iterator[SpawnServer]:
+def spawn_node(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start ``sse-jobs serve`` (or ``worker``) as a subprocess and wait for its line."""
     processes: list[subprocess.Popen[str]] = []
 
-    def spawn(*args: str, db: Path | None = None, env: dict[str, str] | None = None,
-              test_jobs: bool = True) -> Process:
-        command = [sys.executable, "-m", "sse_jobs", "serve", "--port", "0",
-                   "--db", str(db or tmp_path / "jobs.db"), "--workers", "2",
-                   *(["--jobs", "testjobs"] if test_jobs else []), *args]
+    def spawn(*args: str, command: str = "serve", db: Path | str | None = None,
+              env: dict[str, str] | None = None, test_jobs: bool = True) -> Process:
+        argv = [sys.executable, "-m", "sse_jobs", command, "--port", "0",
+                "--db", str(db or tmp_path / "jobs.db"), "--workers", "2",
+                "--results-dir", str(tmp_path / "results"),
+                *(["--jobs", "testjobs"] if test_jobs else []), *args]
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-        log = tmp_path / f"server-{len(processes)}.log"
+        log = tmp_path / f"{command}-{len(processes)}.log"
         with log.open("w") as stderr:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                     env=environment)
         processes.append(proc)
         line = _first_line(proc, timeout=30)
+        if command == "worker":
+            assert line == "sse-jobs worker ready", line + log.read_text()[-2000:]
+            return Process(proc, "", log)
         assert line.startswith("sse-jobs listening on http://127.0.0.1:"), line
         return Process(proc, line.split()[-1], log)
 
@@ -173,6 +196,12 @@ def spawn_server(tmp_path: Path) -> Iterator[SpawnServer]:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.fixture
+def spawn_server(spawn_node: Callable[..., Process]) -> SpawnServer:
+    """``sse-jobs serve`` as a subprocess, for signals and crashes."""
+    return spawn_node
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:

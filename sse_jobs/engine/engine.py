@@ -23,6 +23,7 @@ from sse_jobs.config import Settings
 from sse_jobs.engine.jobs import Jobs
 from sse_jobs.engine.pool import Outcome, WorkerPool
 from sse_jobs.engine.progress import ProgressWriter
+from sse_jobs.engine.results import ResultFiles
 from sse_jobs.errors import Conflict, IllegalTransition, SseJobsError, Unavailable
 from sse_jobs.events import EventDraft
 from sse_jobs.jobs.registry import Registry
@@ -88,9 +89,20 @@ class Engine:
         self.accepting = False
         self._stopping: asyncio.Future[None] | None = None
 
+    @classmethod
+    def create(cls, settings: Settings, store: Store, registry: Registry, metrics: Metrics,
+               results: ResultFiles) -> Engine:
+        """The engine of a node, with its pool (none with ``--workers 0``)."""
+        pool = None if settings.workers == 0 else WorkerPool(
+            settings.workers, debug=settings.debug, preload=registry.modules())
+        return cls(settings, store, pool, registry, metrics, Jobs(store, results))
+
     @property
     def running(self) -> int:
         return len(self._runs)
+
+    def workers_alive(self) -> int:
+        return 0 if self.pool is None else self.pool.workers_alive()
 
     @property
     def dispatcher_running(self) -> bool:
@@ -124,6 +136,7 @@ class Engine:
         if not self.store.shared:
             await self._recover()
         self.store.on_cancel(self._cancel_requested_elsewhere)
+        self.store.on_queued(self.wake)
         if self.pool is not None and self.progress is not None:
             self.pool.start(self.progress.report)
             self.progress.start()
@@ -257,7 +270,10 @@ class Engine:
                 self._start(record)
             if len(claimed) == wanted:
                 return 0.0
-        delay = IDLE_DISPATCH_WAIT
+        # On a shared store another node may queue a job: it says so (``on_queued``), and
+        # the dispatcher looks now and then in case that word was lost.
+        delay = min(IDLE_DISPATCH_WAIT, self.settings.lease_renew) if self.store.shared else (
+            IDLE_DISPATCH_WAIT)
         next_at = await self.store.next_run_at() if self.pool.free else None
         if next_at is not None:
             delay = min(delay, max(0.0, next_at - time.time()))

@@ -82,6 +82,11 @@ class Store(ABC):
         """Call ``callback`` with the id of each job another node asked to stop."""
 
     @abstractmethod
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another node has queued a job (new, or to retry): there
+        may be work to claim."""
+
+    @abstractmethod
     async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """Extend this node's leases on the running attempts of ``job_ids``: the ids whose
         lease it still holds, each with whether a cancel was requested. An id missing from

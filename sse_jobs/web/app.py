@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -27,10 +25,9 @@ from sse_jobs.auth import ApiTokens, StreamTokens, load_tokens
 from sse_jobs.config import Settings
 from sse_jobs.engine.admission import Admission
 from sse_jobs.engine.engine import Engine
-from sse_jobs.engine.jobs import Jobs
-from sse_jobs.engine.pool import WorkerPool
 from sse_jobs.engine.results import ResultFiles
 from sse_jobs.engine.retention import Retention
+from sse_jobs.ids import node_name
 from sse_jobs.jobs.registry import REGISTRY, Registry
 from sse_jobs.metrics import LiveState, Metrics
 from sse_jobs.records import Event
@@ -72,12 +69,6 @@ def load_job_modules(modules: Sequence[str]) -> None:
     register (contract section 1: the demo types are always there)."""
     for module in (DEMO_JOBS, *modules):
         importlib.import_module(module)
-
-
-def node_name() -> str:
-    """This process's name among the nodes of a shared database: readable for an operator
-    (host and pid), and unique even when a pid is reused."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
@@ -144,14 +135,12 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings, store, broker, registry = app[SETTINGS], app[STORE], app[BROKER], app[JOB_TYPES]
-    pool = WorkerPool(settings.workers, debug=settings.debug, preload=registry.modules())
-    app[JOBS] = jobs_service = Jobs(store, app[RESULTS])
-    engine = Engine(settings, store, pool, registry, app[METRICS], jobs_service)
-    app[ENGINE] = engine
+    engine = Engine.create(settings, store, registry, app[METRICS], app[RESULTS])
+    app[ENGINE], app[JOBS] = engine, engine.jobs
     app[ADMISSION] = Admission(settings, store, registry, app[METRICS], engine)
-    app[STREAMS] = Streams(settings, store, broker, jobs_service, lambda: engine.accepting)
+    app[STREAMS] = Streams(settings, store, broker, engine.jobs, lambda: engine.accepting)
     app[METRICS].watch(lambda: LiveState(
-        running=engine.running, workers_alive=pool.workers_alive(),
+        running=engine.running, workers_alive=engine.workers_alive(),
         job_streams=broker.counts()[0], global_streams=broker.counts()[1],
         dropped=broker.dropped))
     await engine.start()

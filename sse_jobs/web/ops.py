@@ -9,7 +9,7 @@ from aiohttp import web
 
 from sse_jobs.metrics import CONTENT_TYPE as METRICS_TYPE
 from sse_jobs.web import openapi
-from sse_jobs.web.keys import ENGINE, JOB_TYPES, JOBS, METRICS
+from sse_jobs.web.keys import ENGINE, JOB_TYPES, JOBS, METRICS, NODE, SETTINGS
 from sse_jobs.web.middleware import Handler
 from sse_jobs.web.resources import json_response
 
@@ -46,9 +46,15 @@ def static_page(name: str) -> Handler:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Whether this node can do its work, and what it is: for load balancers (the status)
+    and operators (which node, which database, how many workers)."""
     checks = await request.app[ENGINE].health()
-    healthy = all(value == "ok" for value in checks.values())
-    return json_response({"status": "ok" if healthy else "unavailable", **checks},
+    healthy = all(value in {"ok", "none"} for value in checks.values())
+    settings = request.app[SETTINGS]
+    node = {"role": "api+worker" if settings.workers else "api", "workers": settings.workers,
+            "backend": "postgresql" if settings.postgres_url else "sqlite",
+            "node": request.app[NODE]}
+    return json_response({"status": "ok" if healthy else "unavailable", **checks, **node},
                          200 if healthy else 503)
 
 

@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
 from sse_jobs.models import Job
-from sse_jobs.web.keys import ENGINE, STORE
+from sse_jobs.web.keys import ENGINE, NODE, STORE
 
 
 async def scrape(http: aiohttp.ClientSession, server: Server) -> dict[str, float]:
@@ -99,7 +99,7 @@ async def test_healthz_is_503_when_the_pool_is_broken(
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 200
         assert await response.json() == {"status": "ok", "database": "ok", "pool": "ok",
-                                         "dispatcher": "ok"}
+                                         "dispatcher": "ok", **node_of(server)}
     await server.app[ENGINE].pool.close()
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 503
@@ -116,7 +116,13 @@ async def test_healthz_is_503_and_says_why_when_the_database_cannot_answer(
         assert response.status == 503
         body = await response.json()
     assert body == {"status": "unavailable", "database": "the store is closed",
-                    "pool": "ok", "dispatcher": "ok"}
+                    "pool": "ok", "dispatcher": "ok", **node_of(server)}
+
+
+def node_of(server: Server) -> dict[str, object]:
+    """What /healthz says of the node itself (contract section 9)."""
+    return {"role": "api+worker", "workers": 2, "node": server.app[NODE],
+            "backend": "postgresql" if server.settings.postgres_url else "sqlite"}
 
 
 async def test_request_id_is_echoed_or_made(server: Server, http: aiohttp.ClientSession) -> None:

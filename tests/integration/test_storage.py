@@ -12,6 +12,8 @@ from sse_client import read_stream
 from sse_jobs.store import SQLiteStore
 from sse_jobs.web.keys import RETENTION, STORE
 
+pytestmark = pytest.mark.backends("sqlite")  # faults made with SQLite's own PRAGMAs
+
 
 async def writer_sql(store: object, pragma: str) -> None:
     """Set a PRAGMA on the store's own writer connection (such settings are per

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
@@ -244,9 +245,16 @@ async def test_an_address_that_turned_private_is_refused_at_delivery_time(
 
 async def deliveries_in_db(server: Server, job_id: str) -> list[dict[str, Any]]:
     """Read the stopped server's database directly."""
-    with sqlite3.connect(server.settings.db) as conn:
-        rows = conn.execute("SELECT id, state FROM deliveries WHERE job_id = ?", (job_id,))
-        return [{"id": row[0], "state": row[1]} for row in rows]
+    url = server.settings.postgres_url
+    if url is not None:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT id, state FROM deliveries WHERE job_id = %s",
+                                (job_id,)).fetchall()
+    else:
+        with sqlite3.connect(server.settings.sqlite_path) as conn:
+            rows = conn.execute("SELECT id, state FROM deliveries WHERE job_id = ?",
+                                (job_id,)).fetchall()
+    return [{"id": row[0], "state": row[1]} for row in rows]
 
 
 async def _attempts_at_least(http: aiohttp.ClientSession, server: Server, job_id: str,

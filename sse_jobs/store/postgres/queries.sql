@@ -70,6 +70,13 @@ LISTEN sse_jobs_events;
 -- name: listen_cancels
 LISTEN sse_jobs_cancels;
 
+-- name: listen_queued
+LISTEN sse_jobs_queued;
+
+-- name: notify_queued
+-- A job is queued (new, or to retry): nodes with free workers look for work.
+SELECT pg_notify('sse_jobs_queued', '');
+
 -- name: record_retrying
 -- Each state-changing event is one UPDATE that bumps last_event_id under the job row's
 -- lock (the new event's seq: gap-free whichever node writes), guarded by the states the

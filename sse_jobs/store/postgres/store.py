@@ -69,7 +69,8 @@ PACKAGE = __package__ or "sse_jobs.store.postgres"
 Q = load_queries(PACKAGE)
 RECORD = {event: Q[f"record_{event.value}"] for event in (
     EventName.RETRYING, EventName.COMPLETED, EventName.FAILED, EventName.CANCELLED)}
-EVENTS_CHANNEL, CANCELS_CHANNEL = "sse_jobs_events", "sse_jobs_cancels"
+EVENTS_CHANNEL, CANCELS_CHANNEL, QUEUED_CHANNEL = (
+    "sse_jobs_events", "sse_jobs_cancels", "sse_jobs_queued")
 MAX_WRITES_PER_TRANSACTION = 512
 RETRY_AFTER_STORAGE_ERROR = 5
 # A transaction that lost a deadlock or a serialization race is run again, this often.
@@ -106,6 +107,7 @@ class PostgresStore(Store):
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: EventListener | None = None
         self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._queued_callbacks: list[Callable[[], None]] = []
         self._published = 0  # the newest event id handed to the listener
         self._tail_wakeup = asyncio.Event()
 
@@ -302,8 +304,8 @@ class PostgresStore(Store):
             try:
                 async with await AsyncConnection.connect(
                         self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
-                    await conn.execute(Q["listen_events"])
-                    await conn.execute(Q["listen_cancels"])
+                    for name in ("listen_events", "listen_cancels", "listen_queued"):
+                        await conn.execute(Q[name])
                     self._tail_wakeup.set()
                     async for note in conn.notifies():
                         self._heard(note.channel, note.payload)
@@ -319,6 +321,9 @@ class PostgresStore(Store):
         elif channel == CANCELS_CHANNEL:
             for callback in self._cancel_callbacks:
                 callback(payload)
+        elif channel == QUEUED_CHANNEL:
+            for wake in self._queued_callbacks:
+                wake()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -348,6 +353,7 @@ class PostgresStore(Store):
                 return lambda _events: (stored, False), []
             event = self._draft_event(new.id, 1, new.queued, new.principal)
             await _insert_deliveries(conn, [(event, new.queued.webhook)])
+            await conn.execute(Q["notify_queued"])
             return lambda _events: (record, True), [event]
 
         result: tuple[JobRecord, bool] = await self._write(op)
@@ -371,6 +377,8 @@ class PostgresStore(Store):
             event = self._draft_event(job_id, record.last_event_id, change.event,
                                       record.principal)
             await _insert_deliveries(conn, [(event, change.event.webhook)])
+            if record.state is JobState.QUEUED:
+                await conn.execute(Q["notify_queued"])
             return lambda events: (record, events[0]), [event]
 
         result: tuple[JobRecord, Event] = await self._write(op)
@@ -416,6 +424,9 @@ class PostgresStore(Store):
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         self._cancel_callbacks.append(callback)
+
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        self._queued_callbacks.append(callback)
 
     async def claim(self, now: float, limit: int,
                     draft: DraftFor) -> list[tuple[JobRecord, Event]]:

@@ -366,6 +366,9 @@ class SQLiteStore(Store):
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Never called: every cancel is requested on this one node."""
 
+    def on_queued(self, callback: Callable[[], None]) -> None:
+        """Never called: every job is queued on this one node."""
+
     async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
         rows = await self._read(Q["processing_of"], {"ids": _json_list(job_ids)})
         return {row[0]: bool(row[1]) for row in rows}
