@@ -150,11 +150,14 @@ def spawn(command: Sequence[str], log_path: Path, *, announce: str | None,
                        + log_path.read_text()[-2000:])
 
 
-def start_ours(opts: Options, name: str, *extra: str, workers: int = 2) -> Spawned:
+def start_ours(opts: Options, name: str, *extra: str, workers: int = 2,
+               db: str | None = None) -> Spawned:
     """Our server, as ``sse-jobs serve`` runs it, plus the loop-lag probe of
-    ``benchmarks.serve``; logs at ``warning`` (as the peers do) so logging costs nothing."""
-    db = opts.workdir / f"{name}.db"
-    command = [sys.executable, "-m", "benchmarks.serve", "--port", "0", "--db", str(db),
+    ``benchmarks.serve``; logs at ``warning`` (as the peers do) so logging costs nothing.
+    ``db``: a PostgreSQL URL (default: a SQLite file of its own)."""
+    command = [sys.executable, "-m", "benchmarks.serve", "--port", "0",
+               "--db", db or str(opts.workdir / f"{name}.db"),
+               "--results-dir", str(opts.workdir / f"{name}-results"),
                "--workers", str(workers), "--jobs", "benchmarks.jobs",
                "--log-level", "warning", *extra]
     return spawn(command, opts.workdir / f"{name}.log", announce="sse-jobs listening on")

@@ -69,7 +69,7 @@ def run(opts: Options) -> dict[str, Any]:
             for system in ("bare", "job", "global"):
                 for phase, count, pace in (("burst", events, 0.0),
                                            ("paced", paced_events, interval)):
-                    figures = asyncio.run(_phase(
+                    figures = asyncio.run(fan_out_phase(
                         opts, bare if system == "bare" else ours, system, subscribers,
                         count, pace, f"{index}-{system}-{phase}"))
                     errors += [f"{system}/{phase}: {e}" for e in figures.pop("errors")]
@@ -130,10 +130,13 @@ def _summary(per_round: list[dict[str, Any]], params: dict[str, Any],
     return result
 
 
-async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, events: int,
-                 interval: float, tag: str) -> dict[str, Any]:
-    """One system, one phase: connect everyone, start the source, wait for every end."""
+async def fan_out_phase(opts: Options, server: Spawned, system: str, subscribers: int,
+                        events: int, interval: float, tag: str, *,
+                        subscribe_to: Spawned | None = None) -> dict[str, Any]:
+    """One system, one phase: connect everyone, start the source, wait for every end.
+    ``subscribe_to``: another node of the same database, where the subscribers connect."""
     timeout = 60.0 if opts.quick else 180.0
+    reader = subscribe_to or server
     async with session() as http:
         publisher = None
         if system == "bare":
@@ -146,10 +149,10 @@ async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, 
                 "events": events, "interval": interval, "go_file": str(go)})
             await wait_state(http, server.url, job["id"], {"processing"}, 60)
             if system == "job":  # replays queued and processing, then live
-                url, expect, end_job = f"{server.url}/api/v1/jobs/{job['id']}/events", \
+                url, expect, end_job = f"{reader.url}/api/v1/jobs/{job['id']}/events", \
                     events + 3, None
             else:  # starts at the next event: the first progress
-                url, expect, end_job = f"{server.url}/api/v1/events", events + 1, job["id"]
+                url, expect, end_job = f"{reader.url}/api/v1/events", events + 1, job["id"]
         specs = [clients.SubscribeSpec(url, n, timeout, end_job=end_job, expect=expect,
                                        latency=True)
                  for n in split(subscribers, CLIENT_PROCESSES)]
@@ -159,15 +162,15 @@ async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, 
             if publisher is not None:
                 await publisher.expect("ready", timeout)
             connected = sum(r["connected"] for r in ready)
-            await loop_lag(http, server.url, reset=True)
-            cpu_before = server.cpu_seconds()
+            await loop_lag(http, reader.url, reset=True)
+            cpu_before = reader.cpu_seconds()
             if publisher is not None:
                 publisher.send(("go", None))
             else:
                 go.touch()
             tallies = await group.expect("done", timeout + 30)
-            cpu = server.cpu_seconds() - cpu_before
-            lag = await loop_lag(http, server.url, reset=False)
+            cpu = reader.cpu_seconds() - cpu_before
+            lag = await loop_lag(http, reader.url, reset=False)
             if publisher is not None:
                 await publisher.expect("done", timeout)
         finally:

@@ -8,7 +8,6 @@ and every command runs through ``runuser``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -77,15 +76,6 @@ def start(*, durable: bool = False) -> Cluster:
     _run(cluster, "pg_ctl", "-D", str(data), "-l", str(directory / "log"), "-w", "-t",
          str(START_TIMEOUT), "-o", " ".join(options), "start")
     return cluster
-
-
-@contextlib.contextmanager
-def running(*, durable: bool = False):  # type: ignore[no-untyped-def]
-    cluster = start(durable=durable)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _run(cluster: Cluster, tool: str, *args: str, check: bool = True) -> None:

@@ -39,12 +39,16 @@ class Retention:
             self._task = None
 
     async def _run(self) -> None:
+        interval = min(INTERVAL, max(1.0, self._retention))
         while True:
             try:
-                await self.sweep()
+                # On a shared store one node at a time sweeps (the others would only
+                # race it for the same rows).
+                if await self._store.hold("retention", 2 * interval):
+                    await self.sweep()
             except Unavailable as exc:
                 log.warning("retention sweep skipped: %s", exc.detail)
-            await asyncio.sleep(min(INTERVAL, max(1.0, self._retention)))
+            await asyncio.sleep(interval)
 
     async def sweep(self) -> int:
         """Remove finished jobs older than the retention period, a small batch at a time."""
