@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -193,7 +193,7 @@ def raise_nofile(log: Callable[[str], None]) -> tuple[int, int]:
 
 # -- load-generator processes -------------------------------------------------------------
 
-ClientMain = Callable[[Any, Connection], Awaitable[None]]
+ClientMain = Callable[[Any, Connection], Coroutine[Any, Any, None]]
 
 
 def _client_entry(target: ClientMain, spec: Any, conn: Connection) -> None:
