@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS, Options, checks_passed, table, write_results
 
-NAMES = ["throughput", "fanout", "idle_streams", "ingestion", "resume", "mixed"]
+NAMES = ["throughput", "latency", "fanout", "idle_streams", "ingestion", "resume", "mixed"]
 
 
 def main(argv: list[str] | None = None) -> int:

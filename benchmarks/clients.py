@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 import uuid
 from array import array
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 
-from benchmarks.common import percentile, recv, session
+from benchmarks.common import percentile, recv, session, submit
 from sse_jobs.eventstream import EventStreamParser
 
 if TYPE_CHECKING:  # the Celery peer's packages are optional (the bench extra)
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # the Celery peer's packages are optional (the bench extra)
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_ERRORS = 20
+T = TypeVar("T")
 
 
 # -- subscribers --------------------------------------------------------------------------
@@ -580,3 +583,121 @@ async def _check_results(client: aioredis.Redis, ids: list[str]) -> list[str]:
                           f"expected SUCCESS {n}")
     return errors
 
+
+# -- latency at a steady rate -------------------------------------------------------------
+
+LEAD = 0.25  # the Celery peer: each job's stream is opened this long before it is submitted
+
+
+@dataclass
+class LatencySpec:
+    url: str
+    rate: float  # submissions a second, open loop: each on schedule, not after the last
+    seconds: float
+    timeout: float
+
+
+Timed = tuple[float, float, float]  # submit-to-processing, submit-to-completed, slip (s)
+
+
+async def latency_ours(spec: LatencySpec, conn: Connection) -> None:
+    """Follow the global stream; submit ``noop`` jobs on schedule; time each job's
+    ``processing`` and ``completed`` events from the moment its POST was sent."""
+    total = round(spec.rate * spec.seconds)
+    events: dict[str, list[Seen]] = {}
+    errors: list[str] = []
+    async with session() as http, http.get(f"{spec.url}/api/v1/events") as stream:
+        parser = EventStreamParser()
+        parser.feed(await stream.content.readany())  # the first bytes: subscribed
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            reader = asyncio.create_task(_read_until_completed(stream, parser, total, events,
+                                                               errors))
+            submitted = await _on_schedule(spec, 0.0, functools.partial(_post_ours, http, spec))
+            await reader
+    ids = [job_id for job_id, _sent, _slip in submitted]
+    errors += _check_sequences(ids, events, OURS_SEQUENCE)
+    timed = [(events[job_id][1][2] - sent, events[job_id][2][2] - sent, slip)
+             for job_id, sent, slip in submitted if len(events.get(job_id, [])) == 3]
+    conn.send(("done", _latency_result(total, timed, errors)))
+
+
+async def _post_ours(http: aiohttp.ClientSession, spec: LatencySpec, n: int,
+                     at: float) -> tuple[str, float, float]:
+    sent = time.perf_counter()
+    job = await submit(http, spec.url, "noop", {"n": n})
+    return job["id"], sent, sent - at
+
+
+async def latency_celery(spec: LatencySpec, conn: Connection) -> None:
+    """Submit ``noop`` jobs to the Celery peer on schedule, each with its own stream
+    opened ``LEAD`` seconds before (the peer replays nothing, so a stream opened after
+    the ``202`` could miss ``processing``); time each job's ``processing`` and
+    ``completed`` from the moment its POST was sent."""
+    total = round(spec.rate * spec.seconds)
+    async with session() as http:
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            outcomes = await _on_schedule(spec, LEAD, functools.partial(_celery_job, http, spec))
+    errors = [f"job {n}: events {[name for name, _ in seen]}"
+              for n, (seen, _sent, _slip) in enumerate(outcomes)
+              if [name for name, _ in seen] != ["processing", "completed"]]
+    timed = [(seen[0][1] - sent, seen[1][1] - sent, slip)
+             for seen, sent, slip in outcomes if len(seen) == 2]
+    conn.send(("done", _latency_result(total, timed, errors)))
+
+
+async def _celery_job(http: aiohttp.ClientSession, spec: LatencySpec, n: int,
+                      at: float) -> tuple[list[tuple[str, float]], float, float]:
+    """One job: open its stream, wait for ``at``, submit, read to its end."""
+    job_id = uuid.uuid4().hex
+    async with http.get(f"{spec.url}/jobs/{job_id}/events") as stream:
+        parser = EventStreamParser()
+        parser.feed(await stream.content.readany())  # the first bytes: subscribed
+        reader = asyncio.create_task(_read_job(stream, parser))
+        try:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            sent = time.perf_counter()
+            await celery_submit(http, spec.url, "noop", {"n": n}, job_id)
+            return await reader, sent, sent - at
+        finally:
+            reader.cancel()
+
+
+async def _read_job(stream: aiohttp.ClientResponse,
+                    parser: EventStreamParser) -> list[tuple[str, float]]:
+    """One job's events, each with when it arrived, up to the terminal one."""
+    seen = []
+    async for chunk in stream.content.iter_any():
+        now = time.perf_counter()
+        for event in parser.feed(chunk):
+            seen.append((event.event, now))
+            if event.event in TERMINAL:
+                return seen
+    return seen
+
+
+async def _on_schedule(spec: LatencySpec, lead: float,
+                       job: Callable[[int, float], Coroutine[Any, Any, T]]) -> list[T]:
+    """Start ``job(n, at)`` at ``at - lead``, for ``at`` = start + n / rate: an open loop,
+    each job on its schedule whatever the earlier ones are doing."""
+    start = time.perf_counter() + lead
+    tasks: list[asyncio.Task[T]] = []
+    for n in range(round(spec.rate * spec.seconds)):
+        at = start + n / spec.rate
+        pause = at - lead - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        tasks.append(asyncio.create_task(job(n, at)))
+    return await asyncio.gather(*tasks)
+
+
+def _latency_result(total: int, timed: list[Timed], errors: list[str]) -> dict[str, Any]:
+    if len(timed) != total:
+        errors.append(f"{len(timed)} of {total} jobs were seen processing and completed")
+    return {"jobs": total, "timed": len(timed),
+            "processing_s": [t[0] for t in timed], "completed_s": [t[1] for t in timed],
+            "max_slip_ms": 1000 * max((t[2] for t in timed), default=math.nan),
+            "errors": errors[:MAX_ERRORS], "error_count": len(errors)}

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["throughput", "fanout", "idle_streams", "ingestion", "resume", "mixed"]
+NAMES = ["throughput", "latency", "fanout", "idle_streams", "ingestion", "resume", "mixed"]
 
 pytestmark = pytest.mark.benchmarks
 
