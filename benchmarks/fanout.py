@@ -12,13 +12,26 @@ Two phases per system and round:
 - **paced**: 300 events at 20 a second, below saturation: publish-to-receive latency
   (message ``time.time()`` to the chunk's arrival at the subscriber), p50/p99.
 Latency under a burst is only the backlog draining, so it is not a latency figure.
+
+A second section puts 100 subscribers on one job's stream, ours against the hand-built
+Celery + Redis peer (``peers/celery_app.py``, ``peers/celery_web.py``), same phases. The
+peer's source is the same ``ticker`` job run by a Celery worker, publishing each event on
+the job's Redis channel; each subscriber's SSE stream in the peer's front holds its own
+Redis subscription, so Redis does the fan-out and the front forwards. The job is running
+(``processing`` already published) before anyone subscribes, so each peer stream gets the
+E progress events and ``completed``, with consecutive ids (its seqs). Nothing is stored:
+the peer's figures are those of a stream that cannot resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from benchmarks import clients
 from benchmarks.common import (
@@ -38,15 +51,18 @@ from benchmarks.common import (
     submit,
     wait_state,
 )
+from benchmarks.peers import celery_stack
 
 NAME = "fanout"
 QUESTION = ("1,000 SSE subscribers on one job (and on the global stream), 1,000 progress "
-            "events: sse-jobs storing every event vs a bare aiohttp-sse broadcast server")
+            "events: sse-jobs storing every event vs a bare aiohttp-sse broadcast server; "
+            "100 on one job's stream vs Celery + Redis pub/sub")
 CLIENT_PROCESSES = 2
 TARGET_RATE = 0.9
 TARGET_P99_RATIO = 1.2
 TARGET_P99_MS = 50.0
 PACED_EVENTS = 300
+SMALL = 100  # subscribers in the section against the Celery peer
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -57,39 +73,68 @@ def run(opts: Options) -> dict[str, Any]:
     paced_events, interval = (50, 0.02) if opts.quick else (PACED_EVENTS, 0.05)
     rounds = 1 if opts.quick else opts.rounds
     params = {"subscribers": subscribers, "events": events, "paced_events": paced_events,
-              "paced_interval_s": interval,
+              "paced_interval_s": interval, "small_subscribers": SMALL,
               "client_processes": CLIENT_PROCESSES, "rounds": rounds}
-    bare = start_bare(opts, "fanout-bare")
-    ours = start_ours(opts, "fanout-ours", "--progress-rate", "0")
+    skipped = celery_stack.unavailable()
+    if skipped is not None:
+        opts.log(celery_stack.skip_message(skipped))
+    phases = (("burst", events, 0.0), ("paced", paced_events, interval))
     per_round: list[dict[str, Any]] = []
     errors: list[str] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        servers = {"bare": start_bare(opts, "fanout-bare")}
+        stack.callback(servers["bare"].stop)
+        servers["job"] = servers["global"] = start_ours(opts, "fanout-ours",
+                                                        "--progress-rate", "0")
+        stack.callback(servers["job"].stop)
+        if skipped is None:
+            servers["celery"] = _celery_front(opts, stack)
         for index in range(rounds):
             row: dict[str, Any] = {"round": index + 1}
-            for system in ("bare", "job", "global"):
-                for phase, count, pace in (("burst", events, 0.0),
-                                           ("paced", paced_events, interval)):
-                    figures = asyncio.run(_phase(
-                        opts, bare if system == "bare" else ours, system, subscribers,
-                        count, pace, f"{index}-{system}-{phase}"))
-                    errors += [f"{system}/{phase}: {e}" for e in figures.pop("errors")]
-                    row[f"{system}_{phase}"] = figures
-            opts.log(f"  round {index + 1}: delivered/s bare "
-                     f"{fmt(row['bare_burst']['delivered_per_s'])}, job "
-                     f"{fmt(row['job_burst']['delivered_per_s'])}, global "
-                     f"{fmt(row['global_burst']['delivered_per_s'])}; paced p99 ms bare "
-                     f"{fmt(row['bare_paced']['p99_ms'])}, job "
-                     f"{fmt(row['job_paced']['p99_ms'])}, global "
-                     f"{fmt(row['global_paced']['p99_ms'])}")
+            plan = [("", system, subscribers) for system in ("bare", "job", "global")]
+            if skipped is None:
+                plan += [("small_", system, SMALL) for system in ("job", "celery")]
+            for prefix, system, count in plan:
+                for phase, n, pace in phases:
+                    figures = asyncio.run(_phase(opts, servers[system], system, count, n,
+                                                 pace, f"{index}-{prefix}{system}-{phase}"))
+                    errors += [f"{prefix}{system}/{phase}: {e}" for e in figures.pop("errors")]
+                    row[f"{prefix}{system}_{phase}"] = figures
+            _log_round(opts, row)
             per_round.append(row)
-    finally:
-        bare.stop()
-        ours.stop()
-    return _summary(per_round, params, errors)
+    return _summary(per_round, params, errors, skipped)
+
+
+def _celery_front(opts: Options, stack: contextlib.ExitStack) -> Spawned:
+    """The Celery peer for the whole benchmark, warmed up; stopped with ``stack``."""
+    peer = stack.enter_context(celery_stack.running(opts, "fanout-celery"))
+
+    async def warm_up() -> None:
+        async with session() as http:
+            await clients.celery_run(http, peer.url, "noop", {"n": -1}, "completed", 60)
+
+    asyncio.run(warm_up())
+    return peer.web
+
+
+def _log_round(opts: Options, row: dict[str, Any]) -> None:
+    opts.log(f"  round {row['round']}: delivered/s bare "
+             f"{fmt(row['bare_burst']['delivered_per_s'])}, job "
+             f"{fmt(row['job_burst']['delivered_per_s'])}, global "
+             f"{fmt(row['global_burst']['delivered_per_s'])}; paced p99 ms bare "
+             f"{fmt(row['bare_paced']['p99_ms'])}, job "
+             f"{fmt(row['job_paced']['p99_ms'])}, global "
+             f"{fmt(row['global_paced']['p99_ms'])}")
+    if "small_celery_burst" in row:
+        opts.log(f"  round {row['round']}, {SMALL} subscribers: delivered/s job "
+                 f"{fmt(row['small_job_burst']['delivered_per_s'])}, Celery "
+                 f"{fmt(row['small_celery_burst']['delivered_per_s'])}; paced p99 ms job "
+                 f"{fmt(row['small_job_paced']['p99_ms'])}, Celery "
+                 f"{fmt(row['small_celery_paced']['p99_ms'])}")
 
 
 def _summary(per_round: list[dict[str, Any]], params: dict[str, Any],
-             errors: list[str]) -> dict[str, Any]:
+             errors: list[str], skipped: str | None) -> dict[str, Any]:
     def figure(key: str, name: str) -> list[float]:
         return [r[key][name] for r in per_round]
 
@@ -103,9 +148,10 @@ def _summary(per_round: list[dict[str, Any]], params: dict[str, Any],
     for system, label in (("job", "one job's stream"), ("global", "the global stream")):
         rate = figure(f"{system}_burst", "delivered_per_s")
         p99 = figure(f"{system}_paced", "p99_ms")
-        entry = {"delivered_per_s": spread(rate), "rate_ratio": spread(ratios(rate, bare_rate)),
-                 "p50_ms": spread(figure(f"{system}_paced", "p50_ms")),
-                 "p99_ms": spread(p99), "p99_ratio": spread(ratios(p99, bare_p99))}
+        entry: dict[str, Any] = {
+            "delivered_per_s": spread(rate), "rate_ratio": spread(ratios(rate, bare_rate)),
+            "p50_ms": spread(figure(f"{system}_paced", "p50_ms")),
+            "p99_ms": spread(p99), "p99_ratio": spread(ratios(p99, bare_p99))}
         entry["rate_met"] = entry["rate_ratio"]["median"] >= TARGET_RATE
         entry["p99_met"] = (entry["p99_ratio"]["median"] <= TARGET_P99_RATIO
                             and entry["p99_ms"]["median"] < TARGET_P99_MS)
@@ -125,8 +171,31 @@ def _summary(per_round: list[dict[str, Any]], params: dict[str, Any],
         ]
     result["met"] = all(result[s]["rate_met"] and result[s]["p99_met"]
                         for s in ("job", "global"))
+    if skipped is None:
+        headline += _celery_summary(result, per_round)
+    else:
+        result["skipped"] = [skipped]
     result["headline"] = headline
     return result
+
+
+def _celery_summary(result: dict[str, Any], per_round: list[dict[str, Any]]) -> list[Any]:
+    """Ours vs the Celery peer, 100 subscribers on one job's stream: figures and rows."""
+    def figure(key: str, name: str) -> list[float]:
+        return [r[key][name] for r in per_round]
+
+    rows = []
+    for name, phase, label in (("delivered_per_s", "burst", "delivered events/s"),
+                               ("p99_ms", "paced", "p99 publish-to-receive latency (ms), paced")):
+        ours, peer = figure(f"small_job_{phase}", name), figure(f"small_celery_{phase}", name)
+        entry = {"ours": spread(ours), "celery": spread(peer),
+                 "ratio": spread(ratios(ours, peer))}
+        result[f"small_{name}"] = entry
+        rows.append({"figure": f"{label}, {SMALL} subscribers on one job's stream",
+                     "ours": fmt_spread(entry["ours"]),
+                     "peer": "Celery " + fmt_spread(entry["celery"]),
+                     "ratio": fmt_spread(entry["ratio"], "x"), "target": "-", "met": None})
+    return rows
 
 
 async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, events: int,
@@ -141,14 +210,8 @@ async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, 
                 server.url, events, interval, timeout)])
         else:
             go = opts.workdir / f"go-{tag}"
-            job = await submit(http, server.url, "ticker", {
-                "events": events, "interval": interval, "go_file": str(go)})
-            await wait_state(http, server.url, job["id"], {"processing"}, 60)
-            if system == "job":  # replays queued and processing, then live
-                url, expect, end_job = f"{server.url}/api/v1/jobs/{job['id']}/events", \
-                    events + 3, None
-            else:  # starts at the next event: the first progress
-                url, expect, end_job = f"{server.url}/api/v1/events", events + 1, job["id"]
+            url, expect, end_job = await _start_ticker(http, server, system, events,
+                                                       interval, go)
         specs = [clients.SubscribeSpec(url, n, timeout, end_job=end_job, expect=expect,
                                        latency=True)
                  for n in split(subscribers, CLIENT_PROCESSES)]
@@ -173,7 +236,27 @@ async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, 
             group.close()
             if publisher is not None:
                 publisher.close()
-    tally = clients.merge(tallies)
+    return _figures(clients.merge(tallies), subscribers, events, connected, cpu, lag)
+
+
+async def _start_ticker(http: aiohttp.ClientSession, server: Spawned, system: str, events: int,
+                        interval: float, go: Path) -> tuple[str, int, str | None]:
+    """Start a ``ticker`` job that waits for ``go``, once it is running: the stream to
+    follow, the events each subscriber must get, and the job whose end ends it."""
+    params = {"events": events, "interval": interval, "go_file": str(go)}
+    if system == "celery":  # nothing to replay: the progress events and the end
+        job_id = await clients.celery_run(http, server.url, "ticker", params, "processing", 60)
+        return f"{server.url}/jobs/{job_id}/events", events + 1, None
+    job = await submit(http, server.url, "ticker", params)
+    await wait_state(http, server.url, job["id"], {"processing"}, 60)
+    if system == "job":  # replays queued and processing, then live
+        return f"{server.url}/api/v1/jobs/{job['id']}/events", events + 3, None
+    # the global stream starts at the next event: the first progress
+    return f"{server.url}/api/v1/events", events + 1, job["id"]
+
+
+def _figures(tally: dict[str, Any], subscribers: int, events: int, connected: int,
+             cpu: float, lag: dict[str, Any]) -> dict[str, Any]:
     live = subscribers * (events + 1)  # progress events and the terminal one
     seconds = tally["last_recv"] - tally["first_publish"]
     latencies = tally["latencies"]
