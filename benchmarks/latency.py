@@ -97,7 +97,7 @@ def _summary(per_round: list[dict[str, Any]], seconds: float, errors: list[str],
             row |= {"peer": "Celery " + fmt_spread(result[f"celery_{key}"]),
                     "ratio": fmt_spread(result[f"ratio_{key}"], "x")}
         else:
-            row["peer"] = "Celery: skipped"
+            row["peer"] = "Celery: skipped (not installed)"
         headline.append(row)
     if skipped is not None:
         result["skipped"] = [skipped]

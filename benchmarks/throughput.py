@@ -117,7 +117,7 @@ def _against(result: dict[str, Any], per_round: list[dict[str, Any]], peer: str,
                                 "ours": fmt_spread(result["ours_jobs_per_s"]),
                                 "target": target, "met": None}
     if skipped is not None:
-        return headline | {"peer": f"{LABELS[peer]}: skipped ({skipped})"}
+        return headline | {"peer": f"{LABELS[peer]}: skipped (not installed)"}
     rates = [r[peer]["jobs_per_s"] for r in per_round]
     ratio = spread(ratios([r["ours"]["jobs_per_s"] for r in per_round], rates))
     result[f"{peer}_jobs_per_s"] = spread(rates)
