@@ -53,19 +53,16 @@ def run(opts: Options) -> dict[str, Any]:
     skipped = celery_stack.unavailable()
     if skipped is not None:
         opts.log(celery_stack.skip_message(skipped))
+    measures = {"ours": _ours, **({"celery": _celery} if skipped is None else {})}
     per_round: list[dict[str, Any]] = []
     errors: list[str] = []
     for index in range(rounds):
-        row: dict[str, Any] = {"round": index + 1, "ours": asyncio.run(_ours(opts, index,
-                                                                             seconds))}
-        if skipped is None:
-            row["celery"] = asyncio.run(_celery(opts, index, seconds))
-        for system in ("ours", "celery"):
-            if system in row:
-                errors += [f"{system}: {e}" for e in row[system].pop("errors")]
+        row: dict[str, Any] = {"round": index + 1}
+        for system, measure in measures.items():
+            row[system] = asyncio.run(measure(opts, index, seconds))
+            errors += [f"{system}: {e}" for e in row[system].pop("errors")]
         opts.log(f"  round {index + 1}: " + "; ".join(
-            f"{system} {_describe(row[system])}" for system in ("ours", "celery")
-            if system in row))
+            f"{system} {_describe(row[system])}" for system in measures))
         per_round.append(row)
     return _summary(per_round, seconds, errors, skipped)
 
