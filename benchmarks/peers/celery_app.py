@@ -43,8 +43,9 @@ What this peer does not guarantee, compared with sse-jobs:
   each job before answering ``202``.
 - **Redelivery after a crash is slow.** With ``acks_late``, a task held by a worker
   whose main process is killed outright stays in Redis's ``unacked`` set until the
-  broker's ``visibility_timeout`` (1 hour by default) has passed; only a warm shutdown
-  gives it back at once. A task that is delivered again publishes its events again.
+  broker's ``visibility_timeout`` (1 hour by default) has passed (a killed pool process
+  is handled at once: its task is delivered again). A task delivered again runs and
+  publishes its events again.
 - **No job state to ask for** besides the result backend's own (``PENDING`` for both a
   queued task and an unknown id, since ``task_track_started`` is off by default);
   results expire after ``result_expires`` (1 day).

@@ -2,8 +2,10 @@
 
 - ``POST /jobs`` with ``{"type": ..., "params": ..., "id": optional}``: validates the
   params with the same pydantic models as sse-jobs, calls ``apply_async`` and answers
-  ``202 {"id": ...}``. ``apply_async`` is Celery's blocking client (one ``LPUSH`` to
-  Redis over loopback); it is called on the event loop, as most such fronts do. The
+  ``202 {"id": ...}``. ``apply_async`` blocks: Celery's Redis result backend
+  ``SUBSCRIBE``s to the task's result channel, kombu ``LPUSH``es the message, and the
+  dropped ``AsyncResult`` ``UNSUBSCRIBE``s (three loopback commands, seen with
+  ``MONITOR``); it is called on the event loop, as most such fronts do. The
   optional ``id`` lets a client subscribe *before* it submits, the only way not to miss
   a fast job's first events over pub/sub (see ``celery_app``).
 - ``GET /jobs/{id}/events``: an SSE stream that subscribes to the job's Redis channel
