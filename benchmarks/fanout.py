@@ -57,7 +57,7 @@ NAME = "fanout"
 QUESTION = ("1,000 SSE subscribers on one job (and on the global stream), 1,000 progress "
             "events: sse-jobs storing every event vs a bare aiohttp-sse broadcast server; "
             "100 on one job's stream vs Celery + Redis pub/sub")
-CLIENT_PROCESSES = 2
+CLIENT_PROCESSES = 2  # 1 with --quick: each process spends ~1.4 s CPU importing
 TARGET_RATE = 0.9
 TARGET_P99_RATIO = 1.2
 TARGET_P99_MS = 50.0
@@ -75,7 +75,7 @@ def run(opts: Options) -> dict[str, Any]:
     rounds = 1 if opts.quick else opts.rounds
     params = {"subscribers": subscribers, "events": events, "paced_events": paced_events,
               "paced_interval_s": interval, "small_subscribers": small,
-              "client_processes": CLIENT_PROCESSES, "rounds": rounds}
+              "client_processes": _client_processes(opts), "rounds": rounds}
     skipped = celery_stack.unavailable()
     if skipped is not None:
         opts.log(celery_stack.skip_message(skipped))
@@ -95,6 +95,10 @@ def run(opts: Options) -> dict[str, Any]:
             _log_round(opts, row)
             per_round.append(row)
     return _summary(per_round, params, errors, skipped)
+
+
+def _client_processes(opts: Options) -> int:
+    return 1 if opts.quick else CLIENT_PROCESSES
 
 
 def _start(opts: Options, stack: contextlib.ExitStack, *,
@@ -235,7 +239,7 @@ async def _phase(opts: Options, server: Spawned, system: str, subscribers: int, 
                                                        interval, go)
         specs = [clients.SubscribeSpec(url, n, timeout, end_job=end_job, expect=expect,
                                        latency=True)
-                 for n in split(subscribers, CLIENT_PROCESSES)]
+                 for n in split(subscribers, _client_processes(opts))]
         group = ClientGroup(clients.subscribers, specs)
         try:
             ready = await group.expect("ready", timeout)
