@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
+import uuid
 from array import array
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 
-from benchmarks.common import percentile, recv, session
+from benchmarks.common import percentile, recv, session, submit
 from sse_jobs.eventstream import EventStreamParser
+
+if TYPE_CHECKING:  # the Celery peer's packages are optional (the bench extra)
+    import redis.asyncio as aioredis
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_ERRORS = 20
+T = TypeVar("T")
 
 
 # -- subscribers --------------------------------------------------------------------------
@@ -273,33 +280,30 @@ async def throughput_ours(spec: ThroughputSpec, conn: Connection) -> None:
         parser = EventStreamParser()
         first = await stream.content.readany()
         parser.feed(first)  # the stream is subscribed once its first bytes arrive
-        events: dict[str, list[tuple[int, str]]] = {}
+        events: dict[str, list[Seen]] = {}
         errors: list[str] = []
         reader = asyncio.create_task(_read_until_completed(stream, parser, spec.jobs, events,
                                                            errors))
         latencies: list[float] = []
         gate = asyncio.Semaphore(spec.concurrency)
         started = time.perf_counter()
-        ids = await asyncio.gather(*(_submit(http, spec.url, i, gate, latencies)
-                                     for i in range(spec.jobs)))
+        ids = await asyncio.gather(*(_submit(http, f"{spec.url}/api/v1/jobs", i, gate,
+                                             latencies) for i in range(spec.jobs)))
         submitted = time.perf_counter()
         finished = await reader
-    for job_id in ids:
-        seen = events.get(job_id, [])
-        if seen != [(1, "queued"), (2, "processing"), (3, "completed")]:
-            errors.append(f"job {job_id} events {seen}")
+    errors += _check_sequences(ids, events, OURS_SEQUENCE)
     conn.send(("done", {"seconds": finished - started, "submit_seconds": submitted - started,
                         "submit_p50_ms": 1000 * percentile(latencies, 50),
                         "submit_p99_ms": 1000 * percentile(latencies, 99),
                         "jobs": len(set(ids)), "errors": errors[:MAX_ERRORS]}))
 
 
-async def _submit(http: aiohttp.ClientSession, url: str, n: int, gate: asyncio.Semaphore,
-                  latencies: list[float]) -> str:
+async def _submit(http: aiohttp.ClientSession, endpoint: str, n: int,
+                  gate: asyncio.Semaphore, latencies: list[float]) -> str:
+    """POST one ``noop`` job to ``endpoint`` (ours and the Celery peer take the same body)."""
     async with gate:
         begin = time.perf_counter()
-        async with http.post(f"{url}/api/v1/jobs",
-                             json={"type": "noop", "params": {"n": n}}) as response:
+        async with http.post(endpoint, json={"type": "noop", "params": {"n": n}}) as response:
             body = await response.json()
             if response.status != 202:
                 raise RuntimeError(f"submit: {response.status} {body}")
@@ -308,18 +312,35 @@ async def _submit(http: aiohttp.ClientSession, url: str, n: int, gate: asyncio.S
         return job_id
 
 
+Seen = tuple[int, str, float]  # an event of a job: seq, name, when it arrived (perf_counter)
+OURS_SEQUENCE = [(1, "queued"), (2, "processing"), (3, "completed")]
+
+
+def _check_sequences(ids: list[str], events: dict[str, list[Seen]],
+                     expected: list[tuple[int, str]]) -> list[str]:
+    """Every job's events, by seq and name, must be exactly ``expected``."""
+    errors = []
+    for job_id in ids:
+        seen = [(seq, name) for seq, name, _ in events.get(job_id, [])]
+        if seen != expected:
+            errors.append(f"job {job_id} events {seen}")
+    return errors
+
+
 async def _read_until_completed(stream: aiohttp.ClientResponse, parser: EventStreamParser,
-                                jobs: int, events: dict[str, list[tuple[int, str]]],
+                                jobs: int, events: dict[str, list[Seen]],
                                 errors: list[str]) -> float:
+    """Read our global stream until ``jobs`` jobs have ended; note when each event came."""
     completed, last = 0, None
     async for chunk in stream.content.iter_any():
+        now = time.perf_counter()
         for event in parser.feed(chunk):
             ident = int(event.id or -1)
             if last is not None and ident != last + 1:
                 errors.append(f"global id {ident} after {last}")
             last = ident
             data = orjson.loads(event.data)
-            events.setdefault(data["job_id"], []).append((data["seq"], event.event))
+            events.setdefault(data["job_id"], []).append((data["seq"], event.event, now))
             if event.event == "completed":
                 completed += 1
             elif event.event in TERMINAL:
@@ -444,3 +465,239 @@ async def _ended(http: aiohttp.ClientSession, url: str, job_id: str) -> bool:
     async with http.get(f"{url}/api/v1/jobs/{job_id}") as response:
         body = await response.json()
         return body["state"] in TERMINAL
+
+
+# -- the Celery peer ----------------------------------------------------------------------
+
+CELERY_SEQUENCE = [(1, "processing"), (2, "completed")]
+
+
+async def celery_submit(http: aiohttp.ClientSession, url: str, type_: str,
+                        params: dict[str, Any], job_id: str | None = None) -> str:
+    """Submit a job to the Celery peer's front; ``job_id`` chooses its id."""
+    body = {"type": type_, "params": params, **({"id": job_id} if job_id else {})}
+    async with http.post(f"{url}/jobs", json=body) as response:
+        if response.status != 202:
+            raise RuntimeError(f"submit {type_}: {response.status} {await response.text()}")
+        answer = await response.json()
+        submitted: str = answer["id"]
+        return submitted
+
+
+async def celery_run(http: aiohttp.ClientSession, url: str, type_: str,
+                     params: dict[str, Any], until: str, within: float) -> str:
+    """Subscribe to a new job's stream, submit the job, read until its ``until`` event."""
+    job_id = uuid.uuid4().hex
+    async with asyncio.timeout(within), http.get(f"{url}/jobs/{job_id}/events") as stream:
+        parser = EventStreamParser()
+        parser.feed(await stream.content.readany())  # the first bytes: subscribed
+        await celery_submit(http, url, type_, params, job_id)
+        async for chunk in stream.content.iter_any():
+            for event in parser.feed(chunk):
+                if event.event == until:
+                    return job_id
+                if event.event in TERMINAL:
+                    raise RuntimeError(f"job {job_id} {event.event}: {event.data}")
+    raise RuntimeError(f"the stream of job {job_id} ended before {until!r}")
+
+
+@dataclass
+class CeleryThroughputSpec:
+    url: str
+    redis_url: str
+    jobs: int
+    concurrency: int
+    timeout: float
+
+
+async def throughput_celery(spec: CeleryThroughputSpec, conn: Connection) -> None:
+    """Follow every job's channel, submit ``jobs`` noop jobs to the front over HTTP
+    (``concurrency`` in flight) and stop the clock at the last ``completed`` message,
+    which the task publishes once its result is stored; then check every job's messages
+    and stored result. The front streams one job per connection, so the load generator
+    follows all of them with one pattern subscription on Redis (``job:*``): our global
+    stream's counterpart, without the SSE hop, which favours the peer."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(spec.redis_url)
+    pubsub = client.pubsub()
+    events: dict[str, list[Seen]] = {}
+    latencies: list[float] = []
+    try:
+        async with asyncio.timeout(spec.timeout), session() as http:
+            await pubsub.psubscribe("job:*")
+            await _confirmed(pubsub, "psubscribe")
+            reader = asyncio.create_task(_read_channels(pubsub, spec.jobs, events))
+            gate = asyncio.Semaphore(spec.concurrency)
+            started = time.perf_counter()
+            ids = await asyncio.gather(*(_submit(http, f"{spec.url}/jobs", i, gate, latencies)
+                                         for i in range(spec.jobs)))
+            submitted = time.perf_counter()
+            finished = await reader
+            errors = (_check_sequences(ids, events, CELERY_SEQUENCE)
+                      + await _check_results(client, ids))
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        await client.aclose()
+    conn.send(("done", {"seconds": finished - started, "submit_seconds": submitted - started,
+                        "submit_p50_ms": 1000 * percentile(latencies, 50),
+                        "submit_p99_ms": 1000 * percentile(latencies, 99),
+                        "jobs": len(set(ids)), "errors": errors[:MAX_ERRORS]}))
+
+
+async def _confirmed(pubsub: aioredis.client.PubSub, kind: str) -> None:
+    """Wait for Redis to confirm a (p)subscribe: from then on no message is missed."""
+    while True:
+        message = await pubsub.get_message(timeout=10)
+        if message is not None and message["type"] == kind:
+            return
+
+
+async def _read_channels(pubsub: aioredis.client.PubSub, jobs: int,
+                         events: dict[str, list[Seen]]) -> float:
+    completed = 0
+    async for message in pubsub.listen():
+        if message["type"] != "pmessage":
+            continue
+        now = time.perf_counter()
+        data = orjson.loads(message["data"])
+        events.setdefault(data["job_id"], []).append((data["seq"], data["event"], now))
+        if data["event"] in TERMINAL:
+            completed += 1
+            if completed >= jobs:
+                return now
+    raise RuntimeError("the pattern subscription ended early")
+
+
+async def _check_results(client: aioredis.Redis, ids: list[str]) -> list[str]:
+    """Job ``n``'s result in the backend must be ``SUCCESS``, ``n``."""
+    from benchmarks.peers.celery_app import app
+
+    backend = app.backend
+    stored = await client.mget([backend.get_key_for_task(job_id) for job_id in ids])
+    errors = []
+    for n, (job_id, raw) in enumerate(zip(ids, stored, strict=True)):
+        meta = backend.decode_result(raw) if raw is not None else {"status": "missing"}
+        if meta["status"] != "SUCCESS" or meta["result"] != n:
+            errors.append(f"job {job_id}: stored {meta['status']} {meta.get('result')!r}, "
+                          f"expected SUCCESS {n}")
+    return errors
+
+
+# -- latency at a steady rate -------------------------------------------------------------
+
+LEAD = 0.25  # the Celery peer: each job's stream is opened this long before it is submitted
+
+
+@dataclass
+class LatencySpec:
+    url: str
+    rate: float  # submissions a second, open loop: each on schedule, not after the last
+    seconds: float
+    timeout: float
+
+
+Timed = tuple[float, float, float]  # submit-to-processing, submit-to-completed, slip (s)
+
+
+async def latency_ours(spec: LatencySpec, conn: Connection) -> None:
+    """Follow the global stream; submit ``noop`` jobs on schedule; time each job's
+    ``processing`` and ``completed`` events from the moment its POST was sent."""
+    total = round(spec.rate * spec.seconds)
+    events: dict[str, list[Seen]] = {}
+    errors: list[str] = []
+    async with session() as http, http.get(f"{spec.url}/api/v1/events") as stream:
+        parser = EventStreamParser()
+        parser.feed(await stream.content.readany())  # the first bytes: subscribed
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            reader = asyncio.create_task(_read_until_completed(stream, parser, total, events,
+                                                               errors))
+            submitted = await _on_schedule(spec, 0.0, functools.partial(_post_ours, http, spec))
+            await reader
+    ids = [job_id for job_id, _sent, _slip in submitted]
+    errors += _check_sequences(ids, events, OURS_SEQUENCE)
+    timed = [(events[job_id][1][2] - sent, events[job_id][2][2] - sent, slip)
+             for job_id, sent, slip in submitted if len(events.get(job_id, [])) == 3]
+    conn.send(("done", _latency_result(total, timed, errors)))
+
+
+async def _post_ours(http: aiohttp.ClientSession, spec: LatencySpec, n: int,
+                     at: float) -> tuple[str, float, float]:
+    sent = time.perf_counter()
+    job = await submit(http, spec.url, "noop", {"n": n})
+    return job["id"], sent, sent - at
+
+
+async def latency_celery(spec: LatencySpec, conn: Connection) -> None:
+    """Submit ``noop`` jobs to the Celery peer on schedule, each with its own stream
+    opened ``LEAD`` seconds before (the peer replays nothing, so a stream opened after
+    the ``202`` could miss ``processing``); time each job's ``processing`` and
+    ``completed`` from the moment its POST was sent."""
+    total = round(spec.rate * spec.seconds)
+    async with session() as http:
+        conn.send(("ready", None))
+        await recv(conn, spec.timeout)
+        async with asyncio.timeout(spec.timeout):
+            outcomes = await _on_schedule(spec, LEAD, functools.partial(_celery_job, http, spec))
+    errors = [f"job {n}: events {[name for name, _ in seen]}"
+              for n, (seen, _sent, _slip) in enumerate(outcomes)
+              if [name for name, _ in seen] != ["processing", "completed"]]
+    timed = [(seen[0][1] - sent, seen[1][1] - sent, slip)
+             for seen, sent, slip in outcomes if len(seen) == 2]
+    conn.send(("done", _latency_result(total, timed, errors)))
+
+
+async def _celery_job(http: aiohttp.ClientSession, spec: LatencySpec, n: int,
+                      at: float) -> tuple[list[tuple[str, float]], float, float]:
+    """One job: open its stream, wait for ``at``, submit, read to its end."""
+    job_id = uuid.uuid4().hex
+    async with http.get(f"{spec.url}/jobs/{job_id}/events") as stream:
+        parser = EventStreamParser()
+        parser.feed(await stream.content.readany())  # the first bytes: subscribed
+        reader = asyncio.create_task(_read_job(stream, parser))
+        try:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            sent = time.perf_counter()
+            await celery_submit(http, spec.url, "noop", {"n": n}, job_id)
+            return await reader, sent, sent - at
+        finally:
+            reader.cancel()
+
+
+async def _read_job(stream: aiohttp.ClientResponse,
+                    parser: EventStreamParser) -> list[tuple[str, float]]:
+    """One job's events, each with when it arrived, up to the terminal one."""
+    seen = []
+    async for chunk in stream.content.iter_any():
+        now = time.perf_counter()
+        for event in parser.feed(chunk):
+            seen.append((event.event, now))
+            if event.event in TERMINAL:
+                return seen
+    return seen
+
+
+async def _on_schedule(spec: LatencySpec, lead: float,
+                       job: Callable[[int, float], Coroutine[Any, Any, T]]) -> list[T]:
+    """Start ``job(n, at)`` at ``at - lead``, for ``at`` = start + n / rate: an open loop,
+    each job on its schedule whatever the earlier ones are doing."""
+    start = time.perf_counter() + lead
+    tasks: list[asyncio.Task[T]] = []
+    for n in range(round(spec.rate * spec.seconds)):
+        at = start + n / spec.rate
+        pause = at - lead - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        tasks.append(asyncio.create_task(job(n, at)))
+    return await asyncio.gather(*tasks)
+
+
+def _latency_result(total: int, timed: list[Timed], errors: list[str]) -> dict[str, Any]:
+    if len(timed) != total:
+        errors.append(f"{len(timed)} of {total} jobs were seen processing and completed")
+    return {"jobs": total, "timed": len(timed),
+            "processing_s": [t[0] for t in timed], "completed_s": [t[1] for t in timed],
+            "max_slip_ms": 1000 * max((t[2] for t in timed), default=math.nan),
+            "errors": errors[:MAX_ERRORS], "error_count": len(errors)}

@@ -1,5 +1,6 @@
 """Job throughput: N trivial jobs submitted over HTTP until all are ``completed``
-(persisted), against Huey with ``SqliteHuey`` and 2 process workers on the same machine.
+(persisted), against Huey with ``SqliteHuey`` and 2 process workers, and against the
+hand-built Celery + Redis peer with 2 prefork workers, on the same machine.
 
 Ours: a load-generator process follows ``/api/v1/events``, submits ``noop`` jobs with 16
 requests in flight, and stops the clock at the last ``completed`` event (sent only after
@@ -7,7 +8,18 @@ its commit). Huey: a load-generator process enqueues the same number of ``noop``
 (straight into SQLite: no HTTP in front of Huey, which favours Huey) while Huey's consumer
 runs with ``-w 2 -k process``, and stops the clock when all results are stored. Both use
 SQLite in WAL mode with ``synchronous = FULL``; both servers start fresh each round.
+
+Celery (``peers/celery_app.py``, ``peers/celery_web.py``; fresh Redis, worker and front
+each round): a load-generator process POSTs the same ``noop`` jobs to the peer's HTTP
+front, 16 in flight, and stops the clock at the last ``completed`` message on Redis
+pub/sub, which the task publishes after Celery has stored its result in the backend
+(the counterpart of our ``completed``-after-commit, though Redis keeps it in memory, not
+fsynced). It follows them with one pattern subscription on Redis, not through the
+front's SSE, because the front streams one job per connection: 2,000 streams would
+measure the front's connection handling, and skipping the SSE hop favours the peer.
+Then every job's messages (``processing``, ``completed``) and stored result are checked.
 """
+
 
 from __future__ import annotations
 
@@ -29,15 +41,18 @@ from benchmarks.common import (
     submit,
     wait_state,
 )
+from benchmarks.peers import celery_stack
 
 NAME = "throughput"
 QUESTION = ("2,000 trivial jobs submitted over HTTP until all are completed (persisted): "
-            "sse-jobs with 2 workers vs Huey (SqliteHuey, 2 process workers)")
+            "sse-jobs with 2 workers vs Huey (SqliteHuey, 2 process workers) and vs "
+            "Celery + Redis (2 prefork workers, an aiohttp front)")
 TARGET = 2.0
 CONCURRENCY = 16
 # Huey's polling: it sleeps when the queue is empty; start at 1 ms, grow 5 %, cap at 10 ms
 # (its defaults are 100 ms and 10 s), so polling does not slow it down here.
 HUEY_POLLING = ["-d", "0.001", "-b", "1.05", "-m", "0.01"]
+LABELS = {"ours": "ours", "huey": "Huey", "celery": "Celery"}
 
 
 def huey_available() -> bool:
@@ -51,47 +66,67 @@ def huey_available() -> bool:
 def run(opts: Options) -> dict[str, Any]:
     jobs = 200 if opts.quick else 2000
     rounds = 1 if opts.quick else opts.rounds
-    with_huey = huey_available()
-    if not with_huey:
+    skipped = {"huey": None if huey_available() else "huey is not installed",
+               "celery": celery_stack.unavailable()}
+    if skipped["huey"] is not None:
         opts.log("  SKIPPED the Huey peer: huey is not installed (pip install huey, or "
                  "pip install -e '.[test]'); sse-jobs is measured alone")
-    per_round: list[dict[str, Any]] = []
-    errors: list[str] = []
-    for index in range(rounds):
-        row: dict[str, Any] = {"round": index + 1}
-        row["ours"] = asyncio.run(_ours(opts, index, jobs))
-        row["ours"]["jobs_per_s"] = jobs / row["ours"]["seconds"]
-        errors += row["ours"]["errors"]
-        if with_huey:
-            row["huey"] = asyncio.run(_huey(opts, index, jobs))
-            row["huey"]["jobs_per_s"] = jobs / row["huey"]["seconds"]
-            errors += row["huey"]["errors"]
-        opts.log(f"  round {index + 1}: ours {row['ours']['jobs_per_s']:.0f} jobs/s"
-                 + (f", Huey {row['huey']['jobs_per_s']:.0f} jobs/s" if with_huey else ""))
-        per_round.append(row)
-    ours = [r["ours"]["jobs_per_s"] for r in per_round]
+    if skipped["celery"] is not None:
+        opts.log(celery_stack.skip_message(skipped["celery"]))
+    measures = {"ours": _ours, "huey": _huey, "celery": _celery}
+    systems = {name: measure for name, measure in measures.items() if not skipped.get(name)}
+    per_round = [_round(opts, index, jobs, systems) for index in range(rounds)]
     result: dict[str, Any] = {
         "question": QUESTION, "command": "python -m benchmarks throughput",
         "params": {"jobs": jobs, "rounds": rounds, "workers": 2,
-                   "submit_concurrency": CONCURRENCY, "huey_consumer": HUEY_POLLING},
-        "rounds": per_round, "errors": errors[:20],
-        "ours_jobs_per_s": spread(ours),
+                   "submit_concurrency": CONCURRENCY, "huey_consumer": HUEY_POLLING,
+                   "celery_worker": celery_stack.WORKER[2:]},
+        "rounds": per_round,
+        "errors": [e for r in per_round for s in systems for e in r[s]["errors"]][:20],
+        "ours_jobs_per_s": spread([r["ours"]["jobs_per_s"] for r in per_round]),
         "ours_submit_p99_ms": spread([r["ours"]["submit_p99_ms"] for r in per_round]),
     }
-    headline: dict[str, Any] = {"figure": "jobs/s, submit over HTTP to all completed",
-                "ours": fmt_spread(result["ours_jobs_per_s"]), "target": f">= {TARGET:g}x Huey"}
-    if with_huey:
-        huey = [r["huey"]["jobs_per_s"] for r in per_round]
-        result["huey_jobs_per_s"] = spread(huey)
-        result["ratio"] = spread(ratios(ours, huey))
+    result["headline"] = [_against(result, per_round, peer, skipped[peer])
+                          for peer in ("huey", "celery")]
+    if skipped["huey"] is None:
         result["met"] = result["ratio"]["median"] >= TARGET
-        headline |= {"peer": "Huey " + fmt_spread(result["huey_jobs_per_s"]),
-                     "ratio": fmt_spread(result["ratio"], "x"), "met": result["met"]}
     else:
-        result["skipped"] = ["huey is not installed"]
-        headline |= {"peer": "Huey: skipped (not installed)", "met": None}
-    result["headline"] = [headline]
+        result["skipped"] = [skipped["huey"]]
+    if skipped["celery"] is not None:  # apart from "skipped", which has always been Huey's
+        result["celery_skipped"] = skipped["celery"]
     return result
+
+
+def _round(opts: Options, index: int, jobs: int, systems: dict[str, Any]) -> dict[str, Any]:
+    """One round: each system in turn, each on fresh servers."""
+    row: dict[str, Any] = {"round": index + 1}
+    for system, measure in systems.items():
+        row[system] = asyncio.run(measure(opts, index, jobs))
+        row[system]["jobs_per_s"] = jobs / row[system]["seconds"]
+    opts.log(f"  round {index + 1}: " + ", ".join(
+        f"{LABELS[system]} {row[system]['jobs_per_s']:.0f} jobs/s" for system in systems))
+    return row
+
+
+def _against(result: dict[str, Any], per_round: list[dict[str, Any]], peer: str,
+             skipped: str | None) -> dict[str, Any]:
+    """The headline row ours vs ``peer``; fills in the peer's figures in ``result``
+    (Huey's ratio is ``ratio``, as before the Celery peer)."""
+    target = f">= {TARGET:g}x Huey" if peer == "huey" else "-"
+    headline: dict[str, Any] = {"figure": "jobs/s, submit over HTTP to all completed",
+                                "ours": fmt_spread(result["ours_jobs_per_s"]),
+                                "target": target, "met": None}
+    if skipped is not None:
+        return headline | {"peer": f"{LABELS[peer]}: skipped (not installed)"}
+    rates = [r[peer]["jobs_per_s"] for r in per_round]
+    ratio = spread(ratios([r["ours"]["jobs_per_s"] for r in per_round], rates))
+    result[f"{peer}_jobs_per_s"] = spread(rates)
+    result["ratio" if peer == "huey" else f"{peer}_ratio"] = ratio
+    headline |= {"peer": f"{LABELS[peer]} " + fmt_spread(result[f"{peer}_jobs_per_s"]),
+                 "ratio": fmt_spread(ratio, "x")}
+    if peer == "huey":
+        headline["met"] = ratio["median"] >= TARGET
+    return headline
 
 
 async def _ours(opts: Options, index: int, jobs: int) -> dict[str, Any]:
@@ -103,8 +138,7 @@ async def _ours(opts: Options, index: int, jobs: int) -> dict[str, Any]:
         group = ClientGroup(clients.throughput_ours, [clients.ThroughputSpec(
             server.url, jobs, CONCURRENCY, timeout=60 if opts.quick else 300)])
         try:
-            result: dict[str, Any]
-            (result,) = await group.expect("done", 330)
+            result: dict[str, Any] = (await group.expect("done", 330))[0]
         finally:
             group.close()
         result["server_cpu_s"] = server.cpu_seconds()
@@ -126,8 +160,7 @@ async def _huey(opts: Options, index: int, jobs: int) -> dict[str, Any]:
         group = ClientGroup(clients.throughput_huey, [clients.HueySpec(
             str(db), jobs, timeout=60 if opts.quick else 300)])
         try:
-            result: dict[str, Any]
-            (result,) = await group.expect("done", 330)
+            result: dict[str, Any] = (await group.expect("done", 330))[0]
         finally:
             group.close()
         return result
@@ -140,3 +173,17 @@ def _start_consumer(opts: Options, index: int, db: Any) -> Spawned:
                "-w", "2", "-k", "process", "-n", "-q", *HUEY_POLLING]
     return spawn(command, opts.workdir / f"throughput-huey-{index}.log", announce=None,
                  env={"BENCH_HUEY_DB": str(db)})
+
+
+async def _celery(opts: Options, index: int, jobs: int) -> dict[str, Any]:
+    with celery_stack.running(opts, f"throughput-celery-{index}") as peer:
+        async with session() as http:  # warm-up, as for ours
+            await clients.celery_run(http, peer.url, "noop", {"n": -1}, "completed", 60)
+        group = ClientGroup(clients.throughput_celery, [clients.CeleryThroughputSpec(
+            peer.url, peer.redis_url, jobs, CONCURRENCY, timeout=60 if opts.quick else 300)])
+        try:
+            result: dict[str, Any] = (await group.expect("done", 330))[0]
+        finally:
+            group.close()
+        result["front_cpu_s"] = peer.web.cpu_seconds()
+        return result
