@@ -269,6 +269,7 @@ class ThroughputSpec:
     jobs: int
     concurrency: int
     timeout: float
+    batch: int = 1  # jobs a request: above 1, bulk submissions (a JSON array)
 
 
 async def throughput_ours(spec: ThroughputSpec, conn: Connection) -> None:
@@ -287,8 +288,15 @@ async def throughput_ours(spec: ThroughputSpec, conn: Connection) -> None:
         latencies: list[float] = []
         gate = asyncio.Semaphore(spec.concurrency)
         started = time.perf_counter()
-        ids = await asyncio.gather(*(_submit(http, f"{spec.url}/api/v1/jobs", i, gate,
-                                             latencies) for i in range(spec.jobs)))
+        endpoint = f"{spec.url}/api/v1/jobs"
+        if spec.batch > 1:
+            batches = await asyncio.gather(*(
+                _submit_many(http, endpoint, range(first, min(spec.jobs, first + spec.batch)),
+                             gate, latencies) for first in range(0, spec.jobs, spec.batch)))
+            ids = [job_id for batch in batches for job_id in batch]
+        else:
+            ids = await asyncio.gather(*(_submit(http, endpoint, i, gate, latencies)
+                                         for i in range(spec.jobs)))
         submitted = time.perf_counter()
         finished = await reader
     errors += _check_sequences(ids, events, OURS_SEQUENCE)
@@ -310,6 +318,20 @@ async def _submit(http: aiohttp.ClientSession, endpoint: str, n: int,
         latencies.append(time.perf_counter() - begin)
         job_id: str = body["id"]
         return job_id
+
+
+async def _submit_many(http: aiohttp.ClientSession, endpoint: str, numbers: range,
+                       gate: asyncio.Semaphore, latencies: list[float]) -> list[str]:
+    """POST ``noop`` jobs as one bulk submission; every one must be stored (202)."""
+    async with gate:
+        begin = time.perf_counter()
+        body = [{"type": "noop", "params": {"n": n}} for n in numbers]
+        async with http.post(endpoint, json=body) as response:
+            answer = await response.json()
+            if response.status != 207 or any(r["status"] != 202 for r in answer["results"]):
+                raise RuntimeError(f"bulk submit: {response.status} {str(answer)[:300]}")
+        latencies.append(time.perf_counter() - begin)
+        return [result["job"]["id"] for result in answer["results"]]
 
 
 Seen = tuple[int, str, float]  # an event of a job: seq, name, when it arrived (perf_counter)

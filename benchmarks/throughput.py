@@ -52,7 +52,8 @@ CONCURRENCY = 16
 # Huey's polling: it sleeps when the queue is empty; start at 1 ms, grow 5 %, cap at 10 ms
 # (its defaults are 100 ms and 10 s), so polling does not slow it down here.
 HUEY_POLLING = ["-d", "0.001", "-b", "1.05", "-m", "0.01"]
-LABELS = {"ours": "ours", "huey": "Huey", "celery": "Celery"}
+LABELS = {"ours": "ours", "ours_bulk": "ours, bulk", "huey": "Huey", "celery": "Celery"}
+BULK = 100  # jobs a bulk submission
 
 
 def huey_available() -> bool:
@@ -73,7 +74,7 @@ def run(opts: Options) -> dict[str, Any]:
                  "pip install -e '.[test]'); sse-jobs is measured alone")
     if skipped["celery"] is not None:
         opts.log(celery_stack.skip_message(skipped["celery"]))
-    measures = {"ours": _ours, "huey": _huey, "celery": _celery}
+    measures = {"ours": _ours, "ours_bulk": _ours_bulk, "huey": _huey, "celery": _celery}
     systems = {name: measure for name, measure in measures.items() if not skipped.get(name)}
     per_round = [_round(opts, index, jobs, systems) for index in range(rounds)]
     result: dict[str, Any] = {
@@ -88,6 +89,7 @@ def run(opts: Options) -> dict[str, Any]:
     }
     result["headline"] = [_against(result, per_round, peer, skipped[peer])
                           for peer in ("huey", "celery")]
+    result["headline"].append(_bulk(result, per_round, skipped["huey"]))
     if skipped["huey"] is None:
         result["met"] = result["ratio"]["median"] >= TARGET
     else:
@@ -129,14 +131,35 @@ def _against(result: dict[str, Any], per_round: list[dict[str, Any]], peer: str,
     return headline
 
 
-async def _ours(opts: Options, index: int, jobs: int) -> dict[str, Any]:
-    server = start_ours(opts, f"throughput-ours-{index}")
+def _bulk(result: dict[str, Any], per_round: list[dict[str, Any]],
+          huey_skipped: str | None) -> dict[str, Any]:
+    """The headline row of bulk submissions (ours only: neither peer's front has any),
+    against Huey, whose load generator enqueues straight into its database."""
+    rates = [r["ours_bulk"]["jobs_per_s"] for r in per_round]
+    result["ours_bulk_jobs_per_s"] = spread(rates)
+    headline: dict[str, Any] = {
+        "figure": f"jobs/s, bulk submissions of {BULK} over HTTP to all completed",
+        "ours": fmt_spread(result["ours_bulk_jobs_per_s"]), "target": "-", "met": None}
+    if huey_skipped is not None:
+        return headline | {"peer": "Huey: skipped (not installed)"}
+    ratio = spread(ratios(rates, [r["huey"]["jobs_per_s"] for r in per_round]))
+    result["bulk_ratio"] = ratio
+    return headline | {"peer": "Huey " + fmt_spread(result["huey_jobs_per_s"]),
+                       "ratio": fmt_spread(ratio, "x")}
+
+
+async def _ours_bulk(opts: Options, index: int, jobs: int) -> dict[str, Any]:
+    return await _ours(opts, index, jobs, batch=BULK)
+
+
+async def _ours(opts: Options, index: int, jobs: int, batch: int = 1) -> dict[str, Any]:
+    server = start_ours(opts, f"throughput-ours-{index}-{batch}")
     try:
         async with session() as http:  # warm-up: the pool's workers are up
             job = await submit(http, server.url, "noop", {"n": -1})
             await wait_state(http, server.url, job["id"], {"completed"}, 60)
         group = ClientGroup(clients.throughput_ours, [clients.ThroughputSpec(
-            server.url, jobs, CONCURRENCY, timeout=60 if opts.quick else 300)])
+            server.url, jobs, CONCURRENCY, timeout=60 if opts.quick else 300, batch=batch)])
         try:
             result: dict[str, Any] = (await group.expect("done", 330))[0]
         finally:

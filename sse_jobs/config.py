@@ -31,6 +31,7 @@ class Settings:
     # Where job result files live; defaults to ``<db name>-results`` beside the database.
     results_dir: Path | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # 0: runs no jobs
+    prefetch: int = 1  # attempts held ready per worker, so that none waits between jobs
     jobs: tuple[str, ...] = ()
     insecure: bool = False
     debug: bool = False
@@ -127,6 +128,13 @@ def _database(text: str) -> Path | str:
     return Path(text)
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
 def _workers(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -191,6 +199,8 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "results-dir": (Path, "directory for job result files (default: <db>-results)"),
     "workers": (_workers, "worker processes in the pool (default: CPU count); 0: an API "
                           "node that runs no jobs (PostgreSQL only)"),
+    "prefetch": (_non_negative_int, "jobs held ready per worker, to start the moment it is "
+                                    "free (0: take one when one is free)"),
     "jobs": (str, "import MODULE to register its job types (repeatable)"),
     "insecure": (None, "allow a non-loopback host without API tokens"),
     "debug": (None, "include tracebacks in job errors"),

@@ -29,6 +29,14 @@ class CreateJob(BaseModel):
         "terminal", description="webhook on terminal events only, or on every event")
 
 
+class BulkSubmission(CreateJob):
+    """One item of a bulk submission: ``POST /api/v1/jobs`` with a JSON array of them."""
+
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=255,
+        description="as the Idempotency-Key header does for a single submission")
+
+
 StateName = Literal["queued", "processing", "completed", "failed", "cancelled"]
 
 
@@ -149,3 +157,18 @@ class Health(BaseModel):
     workers: int = Field(description="worker processes of this node")
     backend: Literal["sqlite", "postgresql"]
     node: str = Field(description="this node's name among the nodes of its database")
+
+
+class BulkResult(BaseModel):
+    """What became of one item of a bulk submission."""
+
+    status: int = Field(description="202 stored; 200 the job already made for its "
+                                    "idempotency_key; else the status of its problem")
+    job: Job | None = None
+    problem: Problem | None = None
+
+
+class BulkResults(BaseModel):
+    """The answer to a bulk submission (``207``): one result per item, in order."""
+
+    results: list[BulkResult]

@@ -7,6 +7,7 @@ them a tenth of the cost of storing a progress event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -70,7 +71,9 @@ class NewJob:
     max_attempts: int
     timeout: float
     created_at: float
-    queued: EventDraft  # its first event
+    # Its first event, given its position in the queue (1: next to run), which the store
+    # counts in the transaction that stores it.
+    first_event: Callable[[int], EventDraft]
     idempotency_key: str | None = None
     request_hash: str | None = None
     principal: str = ""

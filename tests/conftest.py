@@ -21,8 +21,12 @@ from aiohttp import web
 
 from benchmarks import postgres
 from sse_jobs.config import Settings
+from sse_jobs.records import Event
 from sse_jobs.server import drain
+from sse_jobs.store import SQLiteStore, Store
+from sse_jobs.store.postgres import PostgresStore
 from sse_jobs.web import create_app, load_job_modules
+from stores import Opened, OpenStore
 
 TESTS = Path(__file__).parent
 load_job_modules(("testjobs",))
@@ -146,6 +150,40 @@ def submit(http: aiohttp.ClientSession) -> Submit:
             return job
 
     return submit_job
+
+
+# -- stores of each backend, for the store suites (tests/store) ----------------------------
+
+LEASE = 30.0
+
+
+@pytest.fixture(params=BACKENDS)
+async def open_store(request: pytest.FixtureRequest,
+                     tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens stores of one backend, all on the same database (a second one reopens it)."""
+    opened: list[Store] = []
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+
+    def backend(node: str, lease: float) -> Store:
+        if url is None:
+            return SQLiteStore(tmp_path / "store.db")
+        return PostgresStore(url, node=node, lease_timeout=lease)
+
+    async def make(listener: Callable[[list[Event]], None] | None = None, *,
+                   node: str = "node-1", lease: float = LEASE) -> Opened:
+        result = Opened(backend(node, lease))
+        await result.store.open(listener or result.published.extend)
+        opened.append(result.store)
+        return result
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def opened(open_store: OpenStore) -> Opened:
+    return await open_store()
 
 
 # -- servers as subprocesses, for signals and crashes ------------------------------------

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sse_jobs.records import Event
+from sse_jobs.events import EventDraft
+from sse_jobs.records import Event, JobRecord
 from sse_jobs.store import Store
-
-BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass
@@ -22,3 +21,9 @@ class Opened:
 # Opens a store of the backend under test on the test's database; each store is another
 # node (``node=``) of it.
 OpenStore = Callable[..., Awaitable[Opened]]
+
+
+async def claim(store: Store, now: float, limit: int,
+                draft: Callable[[JobRecord], EventDraft]) -> list[tuple[JobRecord, Event]]:
+    """Reserve up to ``limit`` jobs and start each: what a node does to run them."""
+    return [await store.start(job.id, now, draft) for job in await store.reserve(now, limit)]

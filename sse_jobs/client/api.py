@@ -49,7 +49,7 @@ from pydantic import BaseModel, ValidationError
 from sse_jobs import __version__
 from sse_jobs.backoff import Backoff
 from sse_jobs.eventstream import EventStreamParser, ServerSentEvent
-from sse_jobs.models import FieldError, Job, JobList, JobTypes, Problem
+from sse_jobs.models import BulkResult, BulkResults, FieldError, Job, JobList, JobTypes, Problem
 from sse_jobs.paths import API
 from sse_jobs.states import TERMINAL_STATES
 
@@ -210,6 +210,15 @@ class Client:
                 **{k: v for k, v in optional.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return await self._model(Job, "POST", "/jobs", json=body, headers=headers)
+
+    async def submit_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job | ApiError]:
+        """Submit several jobs in one request, stored in one transaction: for each, in
+        order, its ``Job``, or the ``ApiError`` that refused it. Each item is a submission
+        body (``type``, ``params``, ``priority``, ..., and its own ``idempotency_key``)."""
+        async with self._open("POST", self.url + API + "/jobs", json=list(jobs)) as response:
+            answer = _parse(BulkResults, response.status, await response.read())
+        return [result.job if result.job is not None else _item_error(result)
+                for result in answer.results]
 
     async def get(self, job_id: str) -> Job:
         """The job as it is now."""
@@ -465,6 +474,10 @@ class SyncClient:
         """See ``Client.submit``."""
         return self._run(self._client.submit(type, params, **fields))
 
+    def submit_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job | ApiError]:
+        """See ``Client.submit_many``."""
+        return self._run(self._client.submit_many(jobs))
+
     def get(self, job_id: str) -> Job:
         """See ``Client.get``."""
         return self._run(self._client.get(job_id))
@@ -543,6 +556,14 @@ def _parse(model: type[_Model], status: int, body: bytes) -> _Model:
         raise ApiError(status, "Unexpected Response",
                        f"the answer is not a {model.__name__}: {exc.errors()[0]['msg']}"
                        ) from None
+
+
+def _item_error(result: BulkResult) -> ApiError:
+    problem = result.problem
+    if problem is None:
+        return ApiError(result.status, "Error", "the server gave no reason")
+    return ApiError(result.status, problem.title, problem.detail, problem.errors or (),
+                    type=problem.type)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -3,16 +3,19 @@
 In order: the server must be accepting; the type must be registered and the params valid
 for it (pydantic, so defaults are filled in); an ``Idempotency-Key`` that was seen before
 returns its job (a retry of an accepted request is never refused); a named principal is
-held to its active-job and rate limits; a callback URL must be one we may call; the
-queue must have room. Only then is the job stored, with its first event.
+held to its active-job and rate limits; a callback URL must be one we may call. Then the
+job is stored with its first event, if the queue has room (the store checks it, and
+counts the job's position, in the transaction that stores it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -21,7 +24,13 @@ from pydantic import ValidationError
 from sse_jobs import events
 from sse_jobs.auth import ANONYMOUS
 from sse_jobs.config import Settings
-from sse_jobs.errors import BadRequest, TooManyRequests, Unavailable, ValidationFailed
+from sse_jobs.errors import (
+    BadRequest,
+    SseJobsError,
+    TooManyRequests,
+    Unavailable,
+    ValidationFailed,
+)
 from sse_jobs.ids import JobIdFactory
 from sse_jobs.jobs.registry import JobType, Registry
 from sse_jobs.logs import job_extra
@@ -36,7 +45,6 @@ from sse_jobs.webhooks.policy import delivery_url
 log = logging.getLogger(__name__)
 
 SHUTDOWN_RETRY_AFTER = 5
-QUEUE_FULL_RETRY_AFTER = 5
 ACTIVE_LIMIT_RETRY_AFTER = 5
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -47,7 +55,7 @@ class Intake(Protocol):
     @property
     def accepting(self) -> bool: ...
 
-    def wake(self) -> None: ...
+    def wake(self, priority: int | None = None) -> None: ...
 
 
 class Admission:
@@ -70,8 +78,50 @@ class Admission:
 
         Named principals (API tokens) are held to their active-job and rate limits; the
         anonymous principal of open mode only to the global queue bound."""
+        [outcome] = await self.submit_many([(request, idempotency_key)], principal)
+        if isinstance(outcome, SseJobsError):
+            raise outcome
+        return outcome
+
+    async def submit_many(
+        self, requests: Sequence[tuple[CreateJob | SseJobsError, str | None]],
+        principal: str = ANONYMOUS,
+    ) -> list[tuple[JobRecord, bool] | SseJobsError]:
+        """``submit`` for each (request, idempotency key), the new jobs stored in one
+        transaction: for each, in order, its job and whether it is new, or why it was
+        refused (a request that is already an error stays one)."""
         if not self._intake.accepting:
             raise Unavailable("the server is shutting down", retry_after=SHUTDOWN_RETRY_AFTER)
+        outcomes: list[tuple[JobRecord, bool] | SseJobsError] = []
+        new: list[tuple[int, NewJob]] = []
+        for request, key in requests:
+            try:
+                prepared = await self._prepare(request, key, principal)
+            except SseJobsError as refusal:
+                outcomes.append(refusal)
+                continue
+            if isinstance(prepared, JobRecord):
+                outcomes.append((prepared, False))
+            else:
+                new.append((len(outcomes), prepared))
+                outcomes.append(Unavailable("not stored"))  # its place, filled in below
+        refusals = await self._limits(principal, len(new))
+        admitted = [(place, job) for (place, job), refusal in zip(new, refusals, strict=True)
+                    if refusal is None]
+        for (place, _), limited in zip(new, refusals, strict=True):
+            if limited is not None:
+                outcomes[place] = limited
+        stored = await self._store.create_jobs([job for _, job in admitted],
+                                               self._settings.max_queued)
+        for (place, job), outcome in zip(admitted, stored, strict=True):
+            outcomes[place] = self._stored(job, outcome)
+        return outcomes
+
+    async def _prepare(self, request: CreateJob | SseJobsError, idempotency_key: str | None,
+                       principal: str) -> NewJob | JobRecord:
+        """The job to store for a valid request, or the job already stored for its key."""
+        if isinstance(request, SseJobsError):
+            raise request
         job_type = self._job_type(request.type)
         try:
             params = job_type.params.model_validate(request.params)
@@ -87,31 +137,35 @@ class Admission:
             [request.type, params_json, request.priority, timeout, attempts,
              request.callback_url, request.callback_events],
             option=orjson.OPT_SORT_KEYS)).hexdigest()
-        if idempotency_key is not None:
+        if idempotency_key is not None:  # a retry of an accepted request is never refused
             existing = await self._store.job_by_idempotency_key(principal, idempotency_key)
             if existing is not None:
-                return _same_request(existing, fingerprint), False
-        if principal != ANONYMOUS:
-            await self._check_principal_limits(principal)
+                return _same_request(existing, fingerprint)
         if request.callback_url is not None:
             await check_callback_url(request.callback_url, self._settings.webhook_allow_private)
-        job_id, now = self._ids.new(), time.time()
-        queued, ahead = await self._store.queue_depth(request.priority, job_id)
-        if queued >= self._settings.max_queued:
-            raise Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER)
-        first = events.queued(now, ahead + 1)._replace(webhook=delivery_url(
-            EventName.QUEUED, request.callback_url, request.callback_events))
-        record, created = await self._store.create_job(NewJob(
-            id=job_id, type=request.type, params=params_json, priority=request.priority,
-            max_attempts=attempts, timeout=timeout, created_at=now, queued=first,
+        now = time.time()
+        webhook = delivery_url(EventName.QUEUED, request.callback_url, request.callback_events)
+        return NewJob(
+            id=self._ids.new(), type=request.type, params=params_json,
+            priority=request.priority, max_attempts=attempts, timeout=timeout, created_at=now,
+            first_event=lambda position: events.queued(now, position)._replace(webhook=webhook),
             idempotency_key=idempotency_key, request_hash=fingerprint, principal=principal,
-            callback_url=request.callback_url, callback_events=request.callback_events,
-        ))
+            callback_url=request.callback_url, callback_events=request.callback_events)
+
+    def _stored(self, job: NewJob, outcome: tuple[JobRecord, bool] | SseJobsError
+                ) -> tuple[JobRecord, bool] | SseJobsError:
+        if isinstance(outcome, SseJobsError):
+            return outcome
+        record, created = outcome
         if not created:  # the same key, stored meanwhile by a concurrent request
-            return _same_request(record, fingerprint), False
+            assert job.request_hash is not None
+            try:
+                return _same_request(record, job.request_hash), False
+            except SseJobsError as refusal:
+                return refusal
         log.info("submitted (type %s)", record.type, extra=job_extra(record.id))
         self._metrics.submitted.labels(record.type).inc()
-        self._intake.wake()
+        self._intake.wake(record.priority)
         return record, True
 
     def params_errors(self, type_name: Any, params: Any) -> list[dict[str, Any]]:
@@ -134,18 +188,24 @@ class Admission:
                 {"field": "type", "message": f"unknown job type; registered: {known}"}])
         return job_type
 
-    async def _check_principal_limits(self, principal: str) -> None:
+    async def _limits(self, principal: str, count: int) -> Sequence[SseJobsError | None]:
+        """For each of ``count`` new jobs of ``principal``, in order, what refuses it:
+        a named principal's active-job limit, then its submissions a minute (in the store:
+        on a shared store, the limit holds across every node)."""
+        if principal == ANONYMOUS or count == 0:
+            return [None] * count
         limit = self._settings.max_active_per_principal
-        if await self._store.count_active(principal) >= limit:
-            raise TooManyRequests(f"{principal} has {limit} jobs queued or running; wait for "
-                                  "some to finish", retry_after=ACTIVE_LIMIT_RETRY_AFTER)
+        room = max(0, limit - await self._store.count_active(principal))
+        busy = TooManyRequests(f"{principal} has {limit} jobs queued or running; wait for "
+                               "some to finish", retry_after=ACTIVE_LIMIT_RETRY_AFTER)
         per_minute = self._settings.submissions_per_minute
-        # In the store: on a shared store, the limit holds across every node.
-        wait = await self._store.take_token(f"submissions:{principal}", per_minute / 60.0,
-                                            per_minute)
-        if wait:
-            raise TooManyRequests(f"{principal} may submit {self._settings.submissions_per_minute}"
-                                  " jobs a minute", retry_after=max(1, math.ceil(wait)))
+        waits = await asyncio.gather(*(
+            self._store.take_token(f"submissions:{principal}", per_minute / 60.0, per_minute)
+            for _ in range(min(count, room))))
+        return [None if wait == 0 else TooManyRequests(
+                    f"{principal} may submit {per_minute} jobs a minute",
+                    retry_after=max(1, math.ceil(wait)))
+                for wait in waits] + [busy] * (count - len(waits))
 
 
 def _params_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Coroutine
@@ -53,11 +54,14 @@ def job_log(job_id: str) -> logging.LoggerAdapter[logging.Logger]:
 
 @dataclass(slots=True)
 class _Run:
-    """A running attempt, as the engine tracks it."""
+    """An attempt in the pool: handed over reserved, running once it starts."""
 
-    job: JobRecord
+    job: JobRecord  # as reserved; the started row once its start is recorded
+    attempt: int
     outcome: asyncio.Future[Outcome]
-    started: float = field(default_factory=time.time)
+    handed_at: float = field(default_factory=time.time)
+    start: asyncio.Future[bool] | None = None  # recording its start: True once recorded
+    started_at: float | None = None
     kill_timer: asyncio.TimerHandle | None = None
     cancel_requested: bool = False
     requeue: bool = False  # killed by shutdown: back to the queue, attempt not spent
@@ -82,9 +86,10 @@ class Engine:
         self._retry = Backoff(base=settings.retry_base, max_delay=settings.retry_max,
                               jitter="full")
         self._runs: dict[str, _Run] = {}
+        # Reserved jobs waiting for a free worker, best first: (-priority, id, the record).
+        self._held: list[tuple[int, str, JobRecord]] = []
         self._dispatch_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._cancel_on_start: set[str] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self.accepting = False
         self._stopping: asyncio.Future[None] | None = None
@@ -99,6 +104,7 @@ class Engine:
 
     @property
     def running(self) -> int:
+        """Attempts running now (not the jobs held ready for a worker)."""
         return len(self._runs)
 
     def workers_alive(self) -> int:
@@ -108,9 +114,31 @@ class Engine:
     def dispatcher_running(self) -> bool:
         return self._dispatcher is not None and not self._dispatcher.done()
 
-    def wake(self) -> None:
-        """Look for work now (a job was submitted, a slot freed, a retry became due)."""
+    def wake(self, priority: int | None = None) -> None:
+        """Look for work now (a job was submitted, a slot freed, a retry became due).
+
+        ``priority``: that of a job just submitted. With no room left, a held job of a
+        lower priority is given back for it, so that holding jobs ahead never makes a job
+        wait behind one that ranks below it."""
         self._dispatch_wakeup.set()
+        if priority is None or not self._held or self._room() > 0:
+            return
+        lowest = max(self._held)  # the lowest priority, and of those the newest
+        if -lowest[0] < priority:
+            self._held.remove(lowest)
+            heapq.heapify(self._held)
+            self._spawn(self._release([lowest[1]]))
+
+    def _room(self) -> int:
+        """How many more jobs this node takes now: to run, and to hold ready."""
+        if self.pool is None:
+            return 0
+        capacity = self.pool.workers * (1 + self.settings.prefetch)
+        return capacity - len(self._runs) - len(self._held)
+
+    async def _release(self, job_ids: list[str]) -> None:
+        with contextlib.suppress(Unavailable):  # not given back: its reservation runs out
+            await self.store.release(job_ids)
 
     async def health(self) -> dict[str, str]:
         """``ok`` or what is wrong, for the database, the pool and the dispatcher."""
@@ -136,9 +164,9 @@ class Engine:
         if not self.store.shared:
             await self._recover()
         self.store.on_cancel(self._cancel_requested_elsewhere)
-        self.store.on_queued(self.wake)
+        self.store.on_queued(self.wake)  # a job queued on another node
         if self.pool is not None and self.progress is not None:
-            self.pool.start(self.progress.report)
+            self.pool.start(self._on_start, self.progress.report)
             self.progress.start()
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         if self.store.shared:
@@ -160,6 +188,8 @@ class Engine:
             if not done:
                 log.error("the dispatcher did not stop within %.0fs; cancelling it", KILL_WAIT)
                 self._dispatcher.cancel()
+        held, self._held = [job_id for _, job_id, _ in self._held], []
+        await self._release(held)  # never started: back to the queue, no attempt spent
         running = [run.outcome for run in self._runs.values()]
         if running:
             log.info("waiting up to %.1fs for %d running jobs", self.settings.shutdown_grace,
@@ -203,6 +233,7 @@ class Engine:
                 record, _ = await self.store.record(job_id, dataclasses.replace(
                     _cancelled(record, time.time()), only_from=frozenset({JobState.QUEUED})))
                 job_log(job_id).info("cancelled while queued")
+                self._drop_held(job_id)
                 return record, True
             record = await self.jobs.get(job_id)
         if record.state is JobState.CANCELLED:
@@ -213,11 +244,18 @@ class Engine:
         run = self._runs.get(job_id)
         if run is not None:
             self._request_stop(run)
-        elif not self.store.shared:  # claimed a moment ago; _start will see the request
-            self._cancel_on_start.add(job_id)
         # On a shared store the node running it hears of it (``on_cancel``), and at its
         # next lease renewal at the latest.
         return updated or record, False
+
+    def _drop_held(self, job_id: str) -> bool:
+        """Forget a held job (cancelled, or its reservation lost): it will not be started."""
+        kept = [entry for entry in self._held if entry[1] != job_id]
+        dropped = len(kept) < len(self._held)
+        if dropped:
+            self._held = kept
+            heapq.heapify(self._held)
+        return dropped
 
     def _cancel_requested_elsewhere(self, job_id: str) -> None:
         run = self._runs.get(job_id)
@@ -260,74 +298,134 @@ class Engine:
             self.pool.kill(job_id)
 
     async def _dispatch(self) -> float:
-        """Start what can start; how long to wait before looking again (0: at once)."""
+        """Reserve what this node has room for, and start what has a free worker; how long
+        to wait before looking again (0: at once)."""
         assert self.pool is not None, "only a node with workers dispatches"
-        if self.pool.free and self.pool.alive:
-            wanted = self.pool.free
-            now = time.time()
-            claimed = await self.store.claim(now, wanted, lambda job: _processing(job, now))
-            for record, _event in claimed:
-                self._start(record)
-            if len(claimed) == wanted:
+        self._feed()
+        room = self._room() if self.pool.alive else 0
+        if room:
+            reserved = await self.store.reserve(time.time(), room)
+            for record in reserved:
+                heapq.heappush(self._held, (-record.priority, record.id, record))
+            self._feed()
+            if len(reserved) == room:
                 return 0.0
         # On a shared store another node may queue a job: it says so (``on_queued``), and
         # the dispatcher looks now and then in case that word was lost.
         delay = min(IDLE_DISPATCH_WAIT, self.settings.lease_renew) if self.store.shared else (
             IDLE_DISPATCH_WAIT)
-        next_at = await self.store.next_run_at() if self.pool.free else None
+        next_at = await self.store.next_run_at() if self._room() else None
         if next_at is not None:
             delay = min(delay, max(0.0, next_at - time.time()))
         return delay
 
-    def _start(self, record: JobRecord) -> None:
+    def _feed(self) -> None:
+        """Start held jobs while workers are free, the highest priority, then oldest, first:
+        a worker that has just finished starts its next job at once, before the outcome
+        of the last one is recorded."""
+        assert self.pool is not None, "only a node with workers dispatches"
+        while self._held and self.pool.free and self.pool.alive and self.accepting:
+            _, _, record = heapq.heappop(self._held)
+            self._hand_over(record)
+
+    def _hand_over(self, record: JobRecord) -> None:
+        """Give a reserved job's next attempt to a free worker; its start is recorded when
+        the worker says it runs (``_on_start``)."""
         assert self.pool is not None, "only a node with workers dispatches"
         assert self.progress is not None
         job_type = self.registry.get(record.type)
         if job_type is None:
             self._spawn(self._fail_unrunnable(record))
             return
-        call = WorkerCall(job_id=record.id, attempt=record.attempt, type_name=record.type,
+        attempt = record.attempt + 1
+        call = WorkerCall(job_id=record.id, attempt=attempt, type_name=record.type,
                           module=job_type.module, params=record.params, slot=-1,
                           result_dir=str(self.settings.results_path))
         try:
             outcome = self.pool.run(call, timeout=record.timeout)
         except Exception as exc:  # the pool refused it: the attempt ends now, as crashed
-            log.exception("the worker pool refused attempt %d of %s", record.attempt,
-                          record.id)
+            log.exception("the worker pool refused attempt %d of %s", attempt, record.id)
             outcome = asyncio.get_running_loop().create_future()
             outcome.set_result(Outcome("crashed", message=f"the worker pool refused it: {exc}"))
-        run = self._runs[record.id] = _Run(record, outcome)
-        self.progress.track(record)
-        job_log(record.id).info("attempt %d started", record.attempt)
-        self.metrics.queue_wait.labels(record.type).observe(
-            max(0.0, run.started - record.not_before))
-        if record.cancel_requested or record.id in self._cancel_on_start:
-            self._cancel_on_start.discard(record.id)
-            self._request_stop(run)
+        self._runs[record.id] = _Run(record, attempt, outcome)
+        self.progress.track(record, attempt)
         outcome.add_done_callback(lambda done: self._spawn(self._finish(record.id, done.result())))
+
+    def _on_start(self, job_id: str, attempt: int, at: float) -> None:
+        """The pool says the attempt began to run: record its start (``processing``)."""
+        run = self._runs.get(job_id)
+        if run is not None and run.attempt == attempt and run.start is None:
+            run.started_at = at
+            run.start = asyncio.ensure_future(self._record_start(run, at))
+
+    async def _record_start(self, run: _Run, at: float) -> bool:
+        """Record the start of ``run``, waiting out storage trouble: whether it is recorded.
+        Refused when the job is no longer ours to start (cancelled while it was held, or
+        its reservation lost): then the attempt is stopped."""
+        job_id, failures = run.job.id, 0
+        while True:
+            try:
+                started, _ = await self.store.start(job_id, at, lambda job: _processing(job, at))
+                break
+            except IllegalTransition as exc:
+                job_log(job_id).info("attempt %d not started: %s", run.attempt, exc.detail)
+                self._kill(job_id)
+                return False
+            except Unavailable as exc:
+                if not self.accepting:
+                    return False
+                delay = OUTCOME_RETRY.delay(failures)
+                job_log(job_id).warning("cannot record the start of attempt %d yet (%s); "
+                                        "retrying in %.0fs", run.attempt, exc.detail, delay)
+                failures += 1
+                await asyncio.sleep(delay)
+        run.job = started
+        assert self.progress is not None
+        self.progress.started(job_id)
+        job_log(job_id).info("attempt %d started", started.attempt)
+        self.metrics.queue_wait.labels(started.type).observe(max(0.0, at - started.not_before))
+        if started.cancel_requested:  # asked while an earlier attempt ran, which ended otherwise
+            self._request_stop(run)
+        return True
 
     async def _fail_unrunnable(self, record: JobRecord) -> None:
         error = {"type": "unknown_type", "message": f"job type {record.type!r} is not "
                  "registered on this server (start it with the --jobs module that defines it)"}
         await self._record(record, Change(_draft(record, events.failed(time.time(), error)),
-                                          fence=Fence(record.attempt), error=error))
+                                          error=error))
 
     # -- outcomes -----------------------------------------------------------------------
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         run = self._runs.pop(job_id)
-        # The slot is free already: the next claim goes to the writer now, and so can share
-        # a commit with this outcome instead of waiting for it.
+        # The worker is free already: it gets the next held job now, and the next
+        # reservation goes to the writer, where it can share a commit with this outcome.
+        if self.pool is not None and self.accepting:
+            self._feed()
         self.wake()
-        self.metrics.job_duration.labels(run.job.type, outcome.kind).observe(
-            time.time() - run.started)
         if run.kill_timer is not None:
             run.kill_timer.cancel()
+        started = await run.start if run.start is not None else False
+        if run.start is None and outcome.kind != "killed" and not run.requeue:
+            # It ended before it said it started (its worker died as it began, say): it
+            # was an attempt all the same, and ends as one.
+            started = await self._record_start(run, time.time())
         assert self.progress is not None, "attempts run only on a node with workers"
         await self.progress.finish(job_id)
-        job, now = run.job, time.time()
+        if not started:  # never ran as far as anyone can tell: back to the queue, if ours
+            with contextlib.suppress(Unavailable):
+                await self.store.release([job_id])
+            return
+        now = time.time()
+        self.metrics.job_duration.labels(run.job.type, outcome.kind).observe(
+            now - (run.started_at or run.handed_at))
+        await self._record_outcome(run, outcome, now)
+        self.wake()
+
+    async def _record_outcome(self, run: _Run, outcome: Outcome, now: float) -> None:
+        job = run.job
         if run.lost:
-            job_log(job_id).warning("attempt %d ended after its lease was lost; another node "
+            job_log(job.id).warning("attempt %d ended after its lease was lost; another node "
                                     "has ended it, so its outcome (%s) is not recorded",
                                     job.attempt, outcome.kind)
         elif run.requeue or (not self.accepting and outcome.kind in {"crashed", "killed"}):
@@ -338,13 +436,13 @@ class Engine:
                 _draft(job, events.completed(now, job.id, outcome.result)),
                 fence=Fence(job.attempt), result=outcome.result,
                 result_file=outcome.result_file))
-            job_log(job_id).info("completed")
+            job_log(job.id).info("completed")
         elif run.cancel_requested or outcome.kind == "cancelled":
-            await self._record(job, _cancelled(job, now))
-            job_log(job_id).info("cancelled")
+            await self._record(job, dataclasses.replace(_cancelled(job, now),
+                                                        fence=Fence(job.attempt)))
+            job_log(job.id).info("cancelled")
         else:
             await self._retry_or_fail(job, _error_of(outcome, job), now)
-        self.wake()
 
     async def _record(self, job: JobRecord, change: Change) -> None:
         """Record an attempt's outcome, waiting out storage trouble (a full disk) rather
@@ -426,10 +524,13 @@ class Engine:
                 log.warning("leases not renewed: %s", exc.detail)
 
     async def _renew(self) -> None:
-        runs = dict(self._runs)
-        if not runs:
+        runs, waiting = dict(self._runs), [job_id for _, job_id, _ in self._held]
+        if not runs and not waiting:
             return
-        held = await self.store.renew_leases(list(runs))
+        held = await self.store.renew_leases([*runs, *waiting])
+        for job_id in waiting:
+            if job_id not in held and self._drop_held(job_id):
+                job_log(job_id).warning("lost the reservation of a held job")
         for job_id, run in runs.items():
             if self._runs.get(job_id) is not run:
                 continue  # ended meanwhile
@@ -443,8 +544,8 @@ class Engine:
 
     async def _end_expired(self) -> None:
         for job in await self.store.expired_attempts(EXPIRED_BATCH):
-            if job.id in self._runs:
-                continue  # ours: renewal deals with it
+            if job.id in self._runs:  # ours: renewal deals with it
+                continue
             job_log(job.id).warning("attempt %d: its node stopped renewing the lease",
                                     job.attempt)
             error = {"type": "crashed", "message": f"the node running attempt {job.attempt} "

@@ -41,6 +41,8 @@ OutcomeKind = Literal["ok", "error", "cancelled", "timeout", "crashed", "killed"
 # One ``ctx.progress`` call, as received: job id, attempt, percent, message, receipt time.
 # Plain arguments, not a record: tens of thousands arrive a second.
 ProgressCallback = Callable[[str, int, float, str | None, float], None]
+# An attempt began to run in a worker: job id, attempt, receipt time.
+StartCallback = Callable[[str, int, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,11 @@ class _Running:
 
 
 class WorkerPool:
-    """Runs at most ``workers`` attempts at once and streams their progress to a callback."""
+    """Runs at most ``workers`` attempts at once and streams what they report to callbacks.
+
+    It takes an attempt only when a worker is free: an attempt waiting in pebble's queue
+    could not be taken back for sure (pebble may already have passed it to a worker), so
+    attempts waiting for a worker wait in the engine."""
 
     def __init__(self, workers: int, *, debug: bool = False,
                  preload: Sequence[str] = ()) -> None:
@@ -88,6 +94,7 @@ class WorkerPool:
         self._pool: pebble.ProcessPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_progress: ProgressCallback | None = None
+        self._on_start: StartCallback | None = None
         self._reading = False
         self._worker_pids: set[int] = set()
         self._settling: set[asyncio.Task[None]] = set()
@@ -113,10 +120,11 @@ class WorkerPool:
                 pass  # alive, but no longer ours to signal
         return len(self._worker_pids)
 
-    def start(self, on_progress: ProgressCallback) -> None:
-        """Start the workers; ``on_progress`` is called on the event loop for each report."""
+    def start(self, on_start: StartCallback, on_progress: ProgressCallback) -> None:
+        """Start the workers; ``on_start`` is called on the event loop when an attempt
+        begins to run, ``on_progress`` for each of its reports."""
         self._loop = asyncio.get_running_loop()
-        self._on_progress = on_progress
+        self._on_start, self._on_progress = on_start, on_progress
         self._ctx.set_forkserver_preload(self._preload)
         with contextlib.suppress(OSError):
             fcntl.fcntl(self._writer.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
@@ -130,7 +138,8 @@ class WorkerPool:
         self.resume_reading()
 
     def run(self, call: WorkerCall, timeout: float) -> asyncio.Future[Outcome]:
-        """Start an attempt in a free slot (the caller checks ``free``)."""
+        """Start an attempt in a free slot (the caller checks ``free``); ``on_start`` says
+        when it runs, ``timeout`` counts from then."""
         assert self._pool is not None
         assert self._loop is not None
         slot = self._free_slots.pop()
@@ -225,6 +234,7 @@ class WorkerPool:
 
     def _dispatch_frames(self) -> None:
         assert self._on_progress is not None
+        assert self._on_start is not None
         buffer, offset, now = self._buffer, 0, time.time()
         length, header = len(buffer), FRAME_HEADER.size
         # Frames are decoded in place, through a view, rather than copied out one by one;
@@ -240,6 +250,8 @@ class WorkerPool:
                 if frame[0] == "p":
                     _kind, job_id, attempt, percent, message = frame
                     self._on_progress(job_id, attempt, percent, message, now)
+                elif frame[0] == "s":
+                    self._on_start(frame[1], frame[2], now)
                 elif frame[0] == "w":
                     self._worker_pids.add(frame[1])
         del buffer[:offset]

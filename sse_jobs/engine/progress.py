@@ -7,6 +7,9 @@
 - **Backpressure**: reports wait in one list for the store's writer; above
   ``HIGH_WATER`` the pool stops reading the progress pipe, so workers block on it, and
   reading resumes below ``LOW_WATER``, so that reading and writing overlap.
+- **After the start**: an attempt reports as soon as it runs, but its ``processing``
+  event is recorded a moment later; its first reports wait (counted in the same bound)
+  until then, so that no stream sees progress before ``processing``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sse_jobs.engine.pool import WorkerPool
 from sse_jobs.errors import Unavailable
@@ -39,6 +42,8 @@ class _Attempt:
     attempt: int
     webhook: str | None
     limit: TokenBucket | None  # None: every report is stored
+    started: bool = False  # its start is recorded: its reports may be written
+    early: list[ProgressUpdate] = field(default_factory=list)  # reports before that
     first_report: tuple[float, float] | None = None  # (time, percent)
     held: ProgressUpdate | None = None  # newest report held back by the rate limit
     flush_timer: asyncio.TimerHandle | None = None
@@ -53,6 +58,7 @@ class ProgressWriter:
         self._rate = rate
         self._attempts: dict[str, _Attempt] = {}
         self._backlog: list[ProgressUpdate] = []
+        self._early = 0  # reports of attempts whose start is not recorded yet
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,11 +74,22 @@ class ProgressWriter:
         with contextlib.suppress(Unavailable):
             await self.write_backlog()
 
-    def track(self, job: JobRecord) -> None:
-        """An attempt of ``job`` has started: its reports are wanted from now on."""
+    def track(self, job: JobRecord, attempt: int) -> None:
+        """Attempt ``attempt`` of ``job`` is in the pool: its reports are wanted from now
+        on, and written once ``started`` says its start is recorded."""
         self._attempts[job.id] = _Attempt(
-            job.attempt, delivery_url(EventName.PROGRESS, job.callback_url, job.callback_events),
+            attempt, delivery_url(EventName.PROGRESS, job.callback_url, job.callback_events),
             TokenBucket(self._rate) if self._rate else None)
+
+    def started(self, job_id: str) -> None:
+        """The attempt's ``processing`` event is stored: write what it reported so far."""
+        state = self._attempts.get(job_id)
+        if state is not None and not state.started:
+            state.started = True
+            self._backlog += state.early
+            self._early -= len(state.early)
+            state.early = []
+            self._ready.set()
 
     def report(self, job_id: str, attempt: int, percent: float, message: str | None,
                at: float) -> None:
@@ -95,14 +112,16 @@ class ProgressWriter:
 
     async def finish(self, job_id: str) -> None:
         """The attempt has ended: write its reports, held ones too, before its outcome is
-        recorded, so that streams see them first."""
+        recorded, so that streams see them first; if its start was never recorded, it
+        said nothing that counts, and its reports are dropped."""
         state = self._attempts.pop(job_id, None)
         if state is not None:
             if state.flush_timer is not None:
                 state.flush_timer.cancel()
                 state.flush_timer = None
-            if state.held is not None:
+            if state.held is not None and state.started:
                 self._queue(state, state.held)
+            self._early -= len(state.early)
         await self.write_backlog()
 
     def _release_held(self, state: _Attempt) -> None:
@@ -117,9 +136,13 @@ class ProgressWriter:
             state.flush_timer.cancel()
             state.flush_timer = None
         state.held = None
-        self._backlog.append(update)
-        self._ready.set()
-        if len(self._backlog) >= HIGH_WATER:
+        if state.started:
+            self._backlog.append(update)
+            self._ready.set()
+        else:
+            state.early.append(update)
+            self._early += 1
+        if len(self._backlog) + self._early >= HIGH_WATER:
             self._pool.pause_reading()
 
     async def _run(self) -> None:
@@ -144,10 +167,14 @@ class ProgressWriter:
             except Unavailable:
                 self._backlog[:0] = batch  # not stored: keep it, in order
                 raise
-            # Resumed before the backlog is gone, so that reading the pipe and writing to
-            # the store overlap instead of taking turns.
-            if len(self._backlog) < LOW_WATER:
-                self._pool.resume_reading()
+            self._resume_below_low_water()
+        self._resume_below_low_water()
+
+    def _resume_below_low_water(self) -> None:
+        # Resumed before the backlog is gone, so that reading the pipe and writing to the
+        # store overlap instead of taking turns.
+        if len(self._backlog) + self._early < LOW_WATER:
+            self._pool.resume_reading()
 
 
 def _eta(first: tuple[float, float] | None, at: float, percent: float) -> float | None:

@@ -4,8 +4,9 @@ cancel flag per pool slot the other.
 Progress travels over one pipe shared by all workers. Each frame is a single
 ``os.write`` of at most ``PIPE_BUF`` bytes, which POSIX makes atomic, so workers need no
 lock to share it: a worker killed mid-job can never leave a lock held or half a frame in
-the pipe. A frame is a 4-byte big-endian length and a JSON array: ``["p", job_id,
-attempt, percent, message]`` for progress, ``["w", pid]`` when a worker starts.
+the pipe. A frame is a 4-byte big-endian length and a JSON array: ``["w", pid]`` when a
+worker process starts, ``["s", job_id, attempt]`` when an attempt starts in it, and
+``["p", job_id, attempt, percent, message]`` for each progress report.
 """
 
 from __future__ import annotations

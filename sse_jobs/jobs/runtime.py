@@ -66,6 +66,9 @@ def run_attempt(call: WorkerCall, debug: bool) -> tuple[Any, ...]:
     Returns ``("ok", result_json, result_file)``, ``("cancelled",)`` or
     ``("error", exception_class, message, traceback_or_None)``.
     """
+    # It starts now, not when it was handed to the pool: the server records the attempt's
+    # start (its `processing` event) on this frame.
+    channel.send(["s", call.job_id, call.attempt])
     ctx = JobContext(call.job_id, call.attempt, slot=call.slot, result_dir=call.result_dir)
     try:
         job_type = REGISTRY.load(call.module, call.type_name)

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from sse_jobs.errors import SseJobsError
 from sse_jobs.events import EventDraft
 from sse_jobs.records import (
     Change,
@@ -31,7 +32,7 @@ from sse_jobs.records import (
 from sse_jobs.states import JobState
 
 EventListener = Callable[[Sequence[Event]], None]
-# The event a claimed job's row calls for (its ``processing``, with the attempt just begun).
+# The event a started job's row calls for (its ``processing``, with the attempt just begun).
 DraftFor = Callable[[JobRecord], EventDraft]
 
 
@@ -53,10 +54,20 @@ class Store(ABC):
     async def close(self) -> None:
         """Finish pending writes and disconnect."""
 
+    async def create_job(self, new: NewJob, max_queued: int) -> tuple[JobRecord, bool]:
+        """``create_jobs`` of one job, raising its refusal."""
+        [outcome] = await self.create_jobs([new], max_queued)
+        if isinstance(outcome, SseJobsError):
+            raise outcome
+        return outcome
+
     @abstractmethod
-    async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
-        """Store a job and its first event (``new.queued``, seq 1), or return the job
-        already stored under the same idempotency key (then the flag is False)."""
+    async def create_jobs(self, news: Sequence[NewJob],
+                          max_queued: int) -> list[tuple[JobRecord, bool] | SseJobsError]:
+        """Store jobs, each with its first event (``first_event`` of its queue position,
+        seq 1), in one transaction; for each, in order, the job and True, or the job
+        already stored under the same idempotency key and False, or ``Unavailable`` once
+        ``max_queued`` jobs are queued."""
 
     @abstractmethod
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
@@ -82,29 +93,41 @@ class Store(ABC):
         """Call ``callback`` with the id of each job another node asked to stop."""
 
     @abstractmethod
-    def on_queued(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` when another node has queued a job (new, or to retry): there
-        may be work to claim."""
+    def on_queued(self, callback: Callable[[int | None], None]) -> None:
+        """Call ``callback`` when another node has queued a job: with its priority when it
+        is new, None when it is to be retried. There may be work to reserve."""
 
     @abstractmethod
     async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
-        """Extend this node's leases on the running attempts of ``job_ids``: the ids whose
-        lease it still holds, each with whether a cancel was requested. An id missing from
-        the answer has been lost (its attempt must stop and record nothing)."""
+        """Extend this node's leases on the reserved or running jobs of ``job_ids``: the
+        ids whose lease it still holds, each with whether a cancel was requested. An id
+        missing from the answer has been lost (its attempt must stop and record nothing)."""
 
     @abstractmethod
     async def expired_attempts(self, limit: int) -> list[JobRecord]:
         """Processing jobs whose lease has run out: their node is presumed dead."""
 
     @abstractmethod
-    async def claim(self, now: float, limit: int,
-                    draft: DraftFor) -> list[tuple[JobRecord, Event]]:
-        """Move up to ``limit`` runnable queued jobs to ``processing``, highest priority,
-        then oldest, first, each with the event ``draft`` makes of its claimed row."""
+    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
+        """Reserve up to ``limit`` runnable queued jobs for this node, highest priority,
+        then oldest, first, without starting them: they stay ``queued`` (no event), and
+        nobody else reserves them until they are started or released (or, on a shared
+        store, their lease runs out)."""
+
+    @abstractmethod
+    async def start(self, job_id: str, at: float, draft: DraftFor) -> tuple[JobRecord, Event]:
+        """Start the next attempt of a job this node reserved, at ``at``: ``processing``, the
+        attempt number one up, and the event ``draft`` makes of the started row. Raises
+        ``IllegalTransition`` when it is no longer reserved here (cancelled meanwhile, or
+        the reservation was lost)."""
+
+    @abstractmethod
+    async def release(self, job_ids: Sequence[str]) -> None:
+        """Give back this node's reservations of these jobs, if it still holds them."""
 
     @abstractmethod
     async def next_run_at(self) -> float | None:
-        """The earliest ``not_before`` of any queued job."""
+        """The earliest ``not_before`` of any queued job nobody has reserved."""
 
     @abstractmethod
     async def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -122,10 +145,6 @@ class Store(ABC):
     @abstractmethod
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]: ...
 
-    @abstractmethod
-    async def queue_depth(self, priority: int, job_id: str) -> tuple[int, int]:
-        """Queued jobs in all, and how many of them run before a job of ``priority`` and
-        ``job_id`` would."""
 
     @abstractmethod
     async def job_counts(self) -> list[tuple[str, str, int]]:
@@ -166,6 +185,11 @@ class Store(ABC):
     async def claim_deliveries(self, now: float, limit: int, hold: float) -> list[Delivery]:
         """Take pending deliveries whose next attempt is due, soonest first, and hold them
         for ``hold`` seconds: no other caller (or node) gets them meanwhile."""
+
+    @abstractmethod
+    async def release_deliveries(self, delivery_ids: Sequence[int], now: float) -> None:
+        """Give back claimed deliveries whose attempt never happened (the sender stopped):
+        due again at ``now``, not when their hold would have run out."""
 
     @abstractmethod
     async def next_delivery_at(self) -> float | None: ...

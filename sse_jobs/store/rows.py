@@ -49,10 +49,14 @@ def by_attempt(updates: Sequence[ProgressUpdate]) -> dict[tuple[str, int], list[
     return groups
 
 
-def refusal(job_id: str, state: str | None, change: Change) -> SseJobsError:
-    """Why ``change`` was not recorded, the job being in ``state`` (None: no such job)."""
+def refusal(job_id: str, state: str | None, change: Change | None) -> SseJobsError:
+    """Why ``change`` (None: the start of a reserved job) was not recorded, the job being
+    in ``state`` (None: no such job)."""
     if state is None:
         return NotFound(f"job {job_id} does not exist")
+    if change is None:
+        return IllegalTransition(f"job {job_id} is {state} and not reserved here: it cannot "
+                                 "start")
     if change.fence is not None and state == JobState.PROCESSING:
         return IllegalTransition(f"job {job_id} is no longer in attempt {change.fence.attempt} "
                                  "here (it was taken over, or its lease ran out)")

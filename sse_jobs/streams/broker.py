@@ -8,13 +8,16 @@ event, so a reader that keeps up is never dropped by one large group commit; a b
 thus holds at most ``maxsize`` plus one fan-out's events (references shared by all
 subscribers).
 
-Fan-outs are rate-limited, ``rate`` a second with bursts of ``FAN_OUT_BURST``. Every
-fan-out wakes each stream with an event in it and each then writes (a send(2) to its
-socket), so with many streams the cost is per fan-out, not per event: under a dense
-commit rate, the commits that arrive while the limit holds go out together in the next
-fan-out, one write per stream. A commit after a quiet spell goes out at once, and the
-burst lets a source that publishes at about the rate itself through without delay.
-A fan-out wakes the streams ``PUSH_SLICE`` at a time, one slice per turn of the loop.
+Fan-outs to many streams are rate-limited, ``rate`` a second with bursts of
+``FAN_OUT_BURST``. Every fan-out wakes each stream with an event in it and each then
+writes (a send(2) to its socket), so with many streams the cost is per fan-out, not per
+event: under a dense commit rate, the commits that arrive while the limit holds go out
+together in the next fan-out, one write per stream. A commit after a quiet spell goes out
+at once, and the burst lets a source that publishes at about the rate itself through
+without delay. A fan-out that wakes at most ``SMALL_FAN_OUT`` streams costs little and
+is never held (unless it would overtake one that is), so a few watchers see each event
+the moment it commits. A fan-out wakes the streams ``PUSH_SLICE`` at a time, one slice
+per turn of the loop.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sse_jobs.ratelimit import TokenBucket
 from sse_jobs.records import Event
 
 FAN_OUT_BURST = 3.0
+SMALL_FAN_OUT = 16  # streams a fan-out may wake and still go out at once, unlimited
 PUSH_SLICE = 64  # streams woken per turn of the event loop
 
 
@@ -152,12 +156,19 @@ class Broker:
         if self._flush is not None:  # a fan-out is due: these go with it, in order
             self._held.extend(events)
             return
-        wait = self._bucket.take() if self._bucket is not None else 0.0
+        wait = 0.0
+        if self._bucket is not None and self._woken_by(events) > SMALL_FAN_OUT:
+            wait = self._bucket.take()
         if wait > 0:
             self._held = list(events)
             self._flush = asyncio.get_running_loop().call_later(wait, self._fan_out_held)
             return
         self._fan_out(events)
+
+    def _woken_by(self, events: Sequence[Event]) -> int:
+        """How many streams a fan-out of ``events`` would wake, at most."""
+        jobs = {event.job_id for event in events}
+        return len(self._global) + sum(len(self._by_job.get(job, ())) for job in jobs)
 
     def _fan_out_held(self) -> None:
         self._flush = None

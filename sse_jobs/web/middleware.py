@@ -80,11 +80,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except SseJobsError as exc:
-        extra: dict[str, Any] = {}
-        if isinstance(exc, ValidationFailed):
-            extra["errors"] = exc.errors
-        response = problem(exc.status, exc.title, exc.detail, _slug(type(exc).__name__),
-                           retry_after=exc.retry_after, **extra)
+        response = web.Response(status=exc.status, body=orjson.dumps(problem_of(exc)),
+                                content_type=PROBLEM_TYPE)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="sse-jobs"'
         return response
@@ -110,6 +109,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             request.headers.get("Authorization"), request.query.get("token"), route,
             request.match_info.get("id"))
     return await handler(request)
+
+
+def problem_of(exc: SseJobsError) -> dict[str, Any]:
+    """The problem document of an error (RFC 9457), as a response body or one item of a
+    bulk answer."""
+    body: dict[str, Any] = {"type": f"urn:sse-jobs:problem:{_slug(type(exc).__name__)}",
+                            "title": exc.title, "status": exc.status, "detail": exc.detail}
+    if isinstance(exc, ValidationFailed):
+        body["errors"] = exc.errors
+    return body
 
 
 def problem(status: int, title: str, detail: str, kind: str, *,

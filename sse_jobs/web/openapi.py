@@ -14,6 +14,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sse_jobs import __version__
 from sse_jobs.jobs.registry import Registry
 from sse_jobs.models import (
+    BulkResults,
+    BulkSubmission,
     CreateJob,
     DeliveryInfo,
     DeliveryList,
@@ -26,8 +28,8 @@ from sse_jobs.models import (
 from sse_jobs.paths import API
 
 _REF = "#/components/schemas/{model}"
-_MODELS: list[type[BaseModel]] = [CreateJob, DeliveryInfo, DeliveryList, Health, Job, JobList,
-                                   JobTypes, Problem]
+_MODELS: list[type[BaseModel]] = [BulkResults, BulkSubmission, CreateJob, DeliveryInfo,
+                                   DeliveryList, Health, Job, JobList, JobTypes, Problem]
 
 # From a new job to what can be done with it (used by clients and stateful API testing).
 _LINKS = {
@@ -73,9 +75,12 @@ def build(registry: Registry) -> dict[str, Any]:
                  "description": "Long-running requests as jobs with live SSE progress."},
         "paths": {
             f"{API}/jobs": {
-                "post": _op("createJob", "Submit a job", body=submissions, responses={
+                "post": _op("createJob", "Submit a job, or an array of them", body=submissions,
+                            responses={
                     "202": {**_json("Job", "accepted", location=True), "links": _LINKS},
                     "200": _json("Job", "the job already made for this Idempotency-Key"),
+                    "207": _json("BulkResults", "an array was submitted: what became of "
+                                 "each item, in order"),
                 }, problems=(400, 413, 415, 422, 503), parameters=[
                     {"name": "Idempotency-Key", "in": "header", "required": False,
                      "schema": {"type": "string", "minLength": 1, "maxLength": 255,
@@ -159,18 +164,28 @@ def build(registry: Registry) -> dict[str, Any]:
 
 def _submissions(registry: Registry, definitions: dict[str, Any],
                  refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> dict[str, Any]:
-    """The body of POST /jobs: one variant per job type, told apart by ``type``."""
+    """The body of POST /jobs: one variant per job type, told apart by ``type``; or an
+    array of such variants, each with its own ``idempotency_key`` (a bulk submission)."""
+    one = _variants(registry, definitions, refs, "CreateJob", "Submit")
+    many = _variants(registry, definitions, refs, "BulkSubmission", "BulkSubmit")
+    return {"oneOf": [one, {"type": "array", "minItems": 1, "maxItems": 1000,
+                            "items": many, "title": "A bulk submission"}]}
+
+
+def _variants(registry: Registry, definitions: dict[str, Any],
+              refs: Mapping[tuple[Any, JsonSchemaMode], Any], model: str,
+              prefix: str) -> dict[str, Any]:
     variants = []
     for job_type in registry:
-        name = f"Submit_{job_type.name}"
-        variant = copy.deepcopy(definitions["CreateJob"])
+        name = f"{prefix}_{job_type.name}"
+        variant = copy.deepcopy(definitions[model])
         variant["title"] = f"Submit a {job_type.name} job"
         variant["properties"]["type"] = {"const": job_type.name}
         variant["properties"]["params"] = refs[(job_type.params, "validation")]
         definitions[name] = variant
         variants.append({"$ref": _REF.format(model=name)})
     return {"oneOf": variants, "discriminator": {"propertyName": "type", "mapping": {
-        t.name: _REF.format(model=f"Submit_{t.name}") for t in registry}}}
+        t.name: _REF.format(model=f"{prefix}_{t.name}") for t in registry}}}
 
 
 

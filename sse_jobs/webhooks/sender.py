@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 DUE_BATCH = 64
 IDLE_WAIT = 60.0
-HOLD_MARGIN = 30.0
+HOLD_MARGIN = 5.0
 WAKE_THROTTLE = 0.05  # at most this often does a burst of commits make it look for work
 FINAL_4XX = frozenset(range(400, 500)) - {408, 429}
 
@@ -82,13 +82,18 @@ class WebhookSender:
         self._wakeup.set()
 
     async def close(self) -> None:
-        """Stop sending; attempts under way are abandoned and retried after a restart."""
+        """Stop sending; attempts under way are abandoned, given back, and made after a
+        restart (or by another node)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        for task in list(self._in_flight.values()):
+        in_flight = dict(self._in_flight)
+        for task in in_flight.values():
             task.cancel()
-        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        await asyncio.gather(*in_flight.values(), return_exceptions=True)
+        abandoned = [ident for ident, task in in_flight.items() if task.cancelled()]
+        with contextlib.suppress(Exception):  # storage trouble: their hold runs out instead
+            await self._store.release_deliveries(abandoned, time.time())
         if self._session is not None:
             await self._session.close()
 

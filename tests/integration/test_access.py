@@ -13,6 +13,7 @@ import pytest
 from conftest import MakeServer, Server
 from sse_client import read_stream
 from sse_jobs.auth import StreamTokens, job_scope, parse_tokens
+from sse_jobs.eventstream import EventStreamParser
 from sse_jobs.web.keys import ACCESS
 
 ALICE = "alice-token-0123456789"
@@ -164,6 +165,16 @@ async def test_submission_rate_limit_gives_429_with_retry_after(
     await post(http, server, ALICE, body)
 
 
+async def until_event(response: aiohttp.ClientResponse, name: str) -> None:
+    """Read an open event stream until an event called ``name`` (bounded)."""
+    parser = EventStreamParser()
+    async with asyncio.timeout(30):
+        async for chunk in response.content.iter_any():
+            if any(event.event == name for event in parser.feed(chunk)):
+                return
+    raise AssertionError(f"the stream ended without {name}")
+
+
 async def test_stream_limits_give_429_per_principal_and_503_in_total(
     make_server: MakeServer, http: aiohttp.ClientSession
 ) -> None:
@@ -187,6 +198,7 @@ async def test_stream_limits_give_429_per_principal_and_503_in_total(
             assert response.status == 503
             assert "Retry-After" in response.headers
             assert response.content_type == "application/problem+json"
+        await until_event(opened[0], "processing")  # it runs: the cancel asks it to stop
         for response in [*opened, bob_stream]:
             response.close()
     async with http.post(server.api(f"/jobs/{job['id']}/cancel"),

@@ -395,7 +395,9 @@ async def test_missing_type_is_422(server: Server, http: aiohttp.ClientSession) 
     assert [e["field"] for e in assert_errors(body)] == ["type"]
 
 
-@pytest.mark.parametrize("raw", [b"[1]", b'"x"', b"null", b"1", b"true", b"[]",
+# An array is a bulk submission (tests/integration/test_bulk.py): an empty one is refused
+# whole, as one nested too deep is; one of items that are no submissions is a 207.
+@pytest.mark.parametrize("raw", [b'"x"', b"null", b"1", b"true", b"[]",
                                  b"[" * 5000 + b"]" * 5000])
 async def test_json_that_is_not_an_object_is_422(
     server: Server, http: aiohttp.ClientSession, raw: bytes

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -399,6 +399,75 @@ async def test_higher_priority_runs_first(
     everything = await read_global(http, server, after=0, until=all_done)
     started = [orjson.loads(e.data)["job_id"] for e in everything if e.event == "processing"]
     assert started == [blocker["id"], high["id"], default["id"], low["id"]]
+
+
+# -- held ready in the pool (prefetch) ------------------------------------------------------
+
+
+async def held_in_pool(server: Server, job_id: str) -> bool:
+    """Whether the node holds the job ready for a free worker (white-box)."""
+    held = server.app[ENGINE]._held  # type: ignore[attr-defined]
+    return any(entry[1] == job_id for entry in held)
+
+
+async def test_a_job_held_ready_stays_queued_until_its_attempt_really_starts(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(workers=1, prefetch=1)
+    blocker = await submit(server, "polite", {"seconds": 60})
+    await wait_processing(http, server, blocker["id"])
+    held = await submit(server, "echo", {"value": "next"})
+    await wait_for(lambda: held_in_pool(server, held["id"]))
+    waiting = await get_job(http, server, held["id"])
+    assert (waiting["state"], waiting["attempt"], waiting["started_at"]) == ("queued", 0, None)
+    asked = time.time()
+    await cancel(http, server, blocker["id"])
+    read = await run_to_end(http, server, held["id"])
+    assert read.names == ["queued", "processing", "completed"]
+    assert parse_time(read.data()[1]["at"]) >= asked  # not before its worker was free
+    assert read.data()[1]["attempt"] == 1
+
+
+async def test_a_job_cancelled_while_held_ready_never_runs(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(workers=1, prefetch=1)
+    blocker = await submit(server, "polite", {"seconds": 60})
+    await wait_processing(http, server, blocker["id"])
+    held = await submit(server, "write_file", {"name": "never.txt"})
+    await wait_for(lambda: held_in_pool(server, held["id"]))
+    async with http.post(server.api(f"/jobs/{held['id']}/cancel")) as response:
+        assert response.status == 200  # queued, so cancelled at once
+        assert (await response.json())["state"] == "cancelled"
+    await wait_for(lambda: negate(held_in_pool(server, held["id"])))
+    await cancel(http, server, blocker["id"])
+    await run_to_end(http, server, blocker["id"])
+    read = await run_to_end(http, server, held["id"])
+    assert read.names == ["queued", "cancelled"]
+    assert not (server.settings.results_path / held["id"] / "never.txt").exists()
+    await assert_pool_serves(http, server, submit)
+
+
+async def negate(check: Coroutine[Any, Any, bool]) -> bool:
+    return not await check
+
+
+async def test_jobs_held_ready_at_shutdown_go_back_to_the_queue_without_spending_an_attempt(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    first = await make_server(workers=1, prefetch=2, shutdown_grace=0.2)
+    blocker = await submit(first, "polite", {"seconds": 60})
+    await wait_processing(http, first, blocker["id"])
+    held = [await submit(first, "echo", {"value": n}) for n in range(2)]
+    for each in held:
+        await wait_for(lambda each=each: held_in_pool(first, each["id"]))
+    await first.stop()
+    second = await make_server(workers=2)  # one for the requeued blocker, one for these
+    for n, each in enumerate(held):
+        read = await run_to_end(http, second, each["id"])
+        assert read.names == ["queued", "processing", "completed"]  # no "retrying"
+        assert read.data()[1]["attempt"] == 1
+        assert read.data()[-1]["result"] == n
 
 
 # -- progress ------------------------------------------------------------------------------

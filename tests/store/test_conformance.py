@@ -5,6 +5,7 @@ filtered and paged, and everything still there after reopening."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -12,11 +13,11 @@ import orjson
 import pytest
 
 from sse_jobs import events
-from sse_jobs.errors import IllegalTransition, NotFound
+from sse_jobs.errors import IllegalTransition, NotFound, Unavailable
 from sse_jobs.events import EventDraft, event_data
 from sse_jobs.records import Change, DeliveryAttempt, Event, JobRecord, NewJob, ProgressUpdate
 from sse_jobs.states import EventName, JobState
-from stores import Opened, OpenStore
+from stores import Opened, OpenStore, claim
 
 A, B, C = "01M8900000000000000000000A", "01M8900000000000000000000B", "01M8900000000000000000000C"
 ERROR = {"type": "exception", "message": "boom"}
@@ -26,7 +27,9 @@ def new_job(job_id: str, *, priority: int = 0, principal: str = "", key: str | N
             webhook: str | None = None, created_at: float | None = None) -> NewJob:
     at = time.time() if created_at is None else created_at
     return NewJob(id=job_id, type="echo", params={"n": 1}, priority=priority, max_attempts=3,
-                  timeout=5, created_at=at, queued=events.queued(at, 1)._replace(webhook=webhook),
+                  timeout=5, created_at=at,
+                  first_event=lambda position: events.queued(at, position)._replace(
+                      webhook=webhook),
                   idempotency_key=key, request_hash="h", principal=principal,
                   callback_url=webhook)
 
@@ -41,18 +44,18 @@ def change(draft: EventDraft, **columns: object) -> Change:
 
 async def started(opened: Opened, *job_ids: str) -> list[JobRecord]:
     for job_id in job_ids:
-        await opened.store.create_job(new_job(job_id))
-    claimed = await opened.store.claim(time.time(), len(job_ids), processing)
+        await opened.store.create_job(new_job(job_id), 100)
+    claimed = await claim(opened.store, time.time(), len(job_ids), processing)
     return [record for record, _ in claimed]
 
 
 async def test_illegal_transitions_are_refused_and_change_nothing(opened: Opened) -> None:
     sqlite, published = opened.store, opened.published
-    await sqlite.create_job(new_job(A))
+    await sqlite.create_job(new_job(A), 100)
     job_id = A
     with pytest.raises(IllegalTransition, match="queued"):
         await sqlite.record(job_id, change(events.completed(time.time(), A, b"1")))
-    [(claimed, _event)] = await sqlite.claim(time.time(), 1, processing)
+    [(claimed, _event)] = await claim(sqlite, time.time(), 1, processing)
     assert claimed.state is JobState.PROCESSING
     with pytest.raises(IllegalTransition, match="processing"):  # cancel only if still queued
         await sqlite.record(job_id, change(events.cancelled(time.time(), ERROR),
@@ -103,8 +106,8 @@ async def test_a_listener_that_fails_loses_no_write_and_stops_no_later_one(
             raise RuntimeError("a broken subscriber")
 
     sqlite = (await open_store(listener)).store
-    first, created = await sqlite.create_job(new_job(A))
-    second, _ = await sqlite.create_job(new_job(B))
+    first, created = await sqlite.create_job(new_job(A), 100)
+    second, _ = await sqlite.create_job(new_job(B), 100)
     assert created
     assert [e.job_id for e in heard] == [first.id, second.id]
     assert [e.seq for e in await sqlite.job_events(first.id, 0, 10)] == [1]
@@ -127,12 +130,12 @@ async def test_each_event_is_its_draft_encoded_with_the_seq_it_was_given(
     opened: Opened,
 ) -> None:
     at = 1_700_000_000.25
-    record, created = await opened.store.create_job(new_job(A, created_at=at))
+    record, created = await opened.store.create_job(new_job(A, created_at=at), 100)
     assert created
     assert record.state is JobState.QUEUED
     assert record.last_event_id == 1
     assert record.params == {"n": 1}
-    [(claimed, started_event)] = await opened.store.claim(
+    [(claimed, started_event)] = await claim(opened.store,
         at + 1, 1, lambda job: events.processing(at + 1, job.attempt))
     assert claimed.attempt == 1
     assert claimed.started_at == at + 1
@@ -150,9 +153,10 @@ async def test_each_event_is_its_draft_encoded_with_the_seq_it_was_given(
 
 
 async def test_an_idempotency_key_stores_one_job_per_principal(opened: Opened) -> None:
-    first, created = await opened.store.create_job(new_job(A, principal="alice", key="k"))
-    again, created_again = await opened.store.create_job(new_job(B, principal="alice", key="k"))
-    other, created_other = await opened.store.create_job(new_job(C, principal="bob", key="k"))
+    store = opened.store
+    first, created = await store.create_job(new_job(A, principal="alice", key="k"), 100)
+    again, created_again = await store.create_job(new_job(B, principal="alice", key="k"), 100)
+    other, created_other = await store.create_job(new_job(C, principal="bob", key="k"), 100)
     assert (created, created_again, created_other) == (True, False, True)
     assert again.id == first.id == A
     assert other.id == C
@@ -168,21 +172,22 @@ async def test_claims_take_the_highest_priority_then_the_oldest_and_only_due_job
     store = opened.store
     created = {}
     for job_id, priority in ((A, 0), (B, 5), (C, 0)):
-        created[job_id], _ = await store.create_job(new_job(job_id, priority=priority))
-    assert await store.queue_depth(0, "01M8900000000000000000000D") == (3, 3)
-    assert await store.queue_depth(5, "01M8900000000000000000000D") == (3, 1)
-    assert await store.queue_depth(9, A) == (3, 0)
-    first = await store.claim(time.time(), 2, processing)
+        created[job_id], _ = await store.create_job(new_job(job_id, priority=priority), 10)
+    positions = [orjson.loads(e.data)["position"] for e in opened.published]
+    assert positions == [1, 1, 3]  # B went ahead of A; C has A and B before it
+    with pytest.raises(Unavailable, match="full"):
+        await store.create_job(new_job("01M8900000000000000000000D"), max_queued=3)
+    first = await claim(store, time.time(), 2, processing)
     assert [record.id for record, _ in first] == [B, A]
     now = time.time()
     await store.record(A, change(events.retrying(now, 2, now + 60, ERROR), error=ERROR,
                                  not_before=now + 60))
     assert await store.next_run_at() == created[C].not_before == created[C].created_at
-    [(third, _)] = await store.claim(time.time(), 5, processing)
+    [(third, _)] = await claim(store, time.time(), 5, processing)
     assert third.id == C
-    assert await store.claim(time.time(), 5, processing) == []  # A waits for its retry
+    assert await claim(store, time.time(), 5, processing) == []  # A waits for its retry
     assert await store.next_run_at() == pytest.approx(now + 60)
-    [(retried, event)] = await store.claim(now + 61, 5, processing)
+    [(retried, event)] = await claim(store, now + 61, 5, processing)
     assert (retried.id, retried.attempt, event.seq) == (A, 2, 4)
     assert retried.error == ERROR
 
@@ -193,14 +198,14 @@ async def test_a_refunded_retry_does_not_spend_an_attempt(opened: Opened) -> Non
     requeued, _ = await opened.store.record(A, change(
         events.retrying(now, 1, now, ERROR), error=ERROR, not_before=now, refund_attempt=True))
     assert (requeued.state, requeued.attempt) == (JobState.QUEUED, job.attempt - 1)
-    [(again, _)] = await opened.store.claim(time.time(), 1, processing)
+    [(again, _)] = await claim(opened.store, time.time(), 1, processing)
     assert again.attempt == 1
 
 
 async def test_cancel_requests_mark_only_processing_jobs(opened: Opened) -> None:
-    await opened.store.create_job(new_job(A))
+    await opened.store.create_job(new_job(A), 100)
     assert await opened.store.request_cancel(A) is None
-    await opened.store.claim(time.time(), 1, processing)
+    await claim(opened.store, time.time(), 1, processing)
     marked = await opened.store.request_cancel(A)
     assert marked is not None
     assert marked.cancel_requested
@@ -213,8 +218,8 @@ async def test_listing_filters_pages_newest_first_and_keeps_principals_apart(
 ) -> None:
     store = opened.store
     for job_id, principal in ((A, "alice"), (B, "alice"), (C, "bob")):
-        await store.create_job(new_job(job_id, principal=principal))
-    await store.claim(time.time(), 1, processing)  # A
+        await store.create_job(new_job(job_id, principal=principal), 100)
+    await claim(store, time.time(), 1, processing)  # A
     everyone = await store.list_jobs(principal=None, states=[], types=[], before=None, limit=10)
     assert [j.id for j in everyone] == [C, B, A]
     alice = await store.list_jobs(principal="alice", states=[], types=[], before=None, limit=1)
@@ -235,9 +240,9 @@ async def test_the_global_sequence_orders_every_event_and_filters_by_principal(
 ) -> None:
     store = opened.store
     assert await store.last_event_id() == 0
-    await store.create_job(new_job(A, principal="alice"))
-    await store.create_job(new_job(B, principal="bob"))
-    await store.claim(time.time(), 2, processing)
+    await store.create_job(new_job(A, principal="alice"), 100)
+    await store.create_job(new_job(B, principal="bob"), 100)
+    await claim(store, time.time(), 2, processing)
     everything = await store.all_events(0, 100, None)
     assert [e.id for e in everything] == [1, 2, 3, 4]
     assert everything == opened.published
@@ -251,7 +256,7 @@ async def test_only_a_finished_job_is_deleted_and_with_it_its_events_and_deliver
     opened: Opened,
 ) -> None:
     store = opened.store
-    await store.create_job(new_job(A, webhook="https://example.com/hook"))
+    await store.create_job(new_job(A, webhook="https://example.com/hook"), 100)
     assert not await store.delete_job(A)  # queued
     await store.record(A, change(events.cancelled(time.time(), ERROR)._replace(
         webhook="https://example.com/hook"), error=ERROR))
@@ -266,7 +271,7 @@ async def test_only_a_finished_job_is_deleted_and_with_it_its_events_and_deliver
 async def test_retention_finds_jobs_finished_before_a_cutoff_oldest_first(opened: Opened) -> None:
     store = opened.store
     for job_id in (A, B, C):
-        await store.create_job(new_job(job_id))
+        await store.create_job(new_job(job_id), 100)
     await store.record(B, change(events.cancelled(100.0, ERROR), error=ERROR))
     await store.record(A, change(events.cancelled(200.0, ERROR), error=ERROR))
     assert await store.finished_before(300.0, 10) == [B, A]
@@ -278,8 +283,8 @@ async def test_deliveries_are_stored_with_their_events_and_keep_every_attempt(
     opened: Opened,
 ) -> None:
     store, url = opened.store, "https://example.com/hook"
-    await store.create_job(new_job(A, webhook=url))
-    await store.claim(time.time(), 1, processing)  # no webhook in this draft
+    await store.create_job(new_job(A, webhook=url), 100)
+    await claim(store, time.time(), 1, processing)  # no webhook in this draft
     await store.record_progress([ProgressUpdate(A, 1, 50.0, None, None, time.time(), url)])
     deliveries, attempts = await store.job_deliveries(A)
     assert [(d.seq, d.event, d.url, d.state, d.attempts) for d in deliveries] == [
@@ -289,6 +294,9 @@ async def test_deliveries_are_stored_with_their_events_and_keep_every_attempt(
     due = await store.claim_deliveries(now, 10, hold=60)
     assert [d.seq for d in due] == [1, 3]
     assert await store.claim_deliveries(now, 10, hold=60) == []  # held for the first taker
+    await store.release_deliveries([due[1].id], now)  # its sender stopped before posting it
+    [released] = await store.claim_deliveries(now, 10, hold=60)
+    assert released.id == due[1].id
     first = due[0]
     await store.record_attempt(DeliveryAttempt(first.id, 1, time.time(), 500, "HTTP 500", 0.01),
                                "pending", now + 100)
@@ -332,14 +340,61 @@ async def test_everything_is_there_after_reopening_and_ids_continue(
     open_store: OpenStore,
 ) -> None:
     first = await open_store()
-    await first.store.create_job(new_job(A))
-    await first.store.claim(time.time(), 1, processing)
+    await first.store.create_job(new_job(A), 100)
+    await claim(first.store, time.time(), 1, processing)
     await first.store.close()
     second = await open_store()
-    await second.store.create_job(new_job(B))
+    await second.store.create_job(new_job(B), 100)
     assert [e.id for e in second.published] == [3]
     assert [(e.job_id, e.seq) for e in await second.store.all_events(0, 10, None)] == [
         (A, 1), (A, 2), (B, 1)]
     record = await second.store.get_job(A)
     assert record is not None
     assert record.state is JobState.PROCESSING
+
+
+async def test_a_reserved_job_stays_queued_until_started_and_only_its_node_starts_it(
+    opened: Opened,
+) -> None:
+    store = opened.store
+    for job_id, priority in ((A, 0), (B, 9)):
+        await store.create_job(new_job(job_id, priority=priority), 100)
+    reserved = await store.reserve(time.time(), 5)
+    assert [(job.id, job.state, job.attempt) for job in reserved] == [
+        (B, JobState.QUEUED, 0), (A, JobState.QUEUED, 0)]
+    assert await store.reserve(time.time(), 5) == []  # taken: nobody reserves them again
+    assert await store.next_run_at() is None  # nothing runnable that is not reserved
+    assert [e.name for e in opened.published] == [EventName.QUEUED, EventName.QUEUED]
+    await store.create_job(new_job(C), 10)
+    assert orjson.loads(opened.published[-1].data)["position"] == 3  # they count as queued
+    started, event = await store.start(B, 1_700_000_000.5, processing)
+    assert (started.state, started.attempt, started.started_at) == (
+        JobState.PROCESSING, 1, 1_700_000_000.5)
+    assert (event.seq, event.name) == (2, EventName.PROCESSING)
+    with pytest.raises(IllegalTransition):  # started: not reserved any more
+        await store.start(B, time.time(), processing)
+    await store.release([A])
+    with pytest.raises(IllegalTransition, match="not reserved"):
+        await store.start(A, time.time(), processing)
+    [again] = await store.reserve(time.time(), 1)  # A is older than C
+    assert again.id == A
+    await store.record(A, change(events.cancelled(time.time(), ERROR), error=ERROR,
+                                 only_from=frozenset({JobState.QUEUED})))
+    with pytest.raises(IllegalTransition, match="cancelled"):  # cancelled while held
+        await store.start(A, time.time(), processing)
+    with pytest.raises(NotFound):
+        await store.start("01M8900000000000000000000Z", time.time(), processing)
+
+
+async def test_reservations_of_a_server_that_stopped_are_given_back(
+    open_store: OpenStore,
+) -> None:
+    first = await open_store(lease=0.3)
+    await first.store.create_job(new_job(A), 100)
+    [held] = await first.store.reserve(time.time(), 1)
+    await first.store.close()
+    if first.store.shared:  # another node: the reservation's lease must run out first
+        await asyncio.sleep(0.4)  # what is under test is the clock
+    second = await open_store(node="node-2")
+    [again] = await second.store.reserve(time.time(), 1)
+    assert again.id == held.id == A

@@ -14,7 +14,7 @@ from sse_jobs import events
 from sse_jobs.errors import IllegalTransition
 from sse_jobs.records import Change, Event, Fence, JobRecord, NewJob, ProgressUpdate
 from sse_jobs.states import JobState
-from stores import Opened, OpenStore
+from stores import Opened, OpenStore, claim
 
 ERROR = {"type": "crashed", "message": "gone"}
 
@@ -34,8 +34,8 @@ def job_id(n: int) -> str:
 def new_job(n: int, key: str | None = None) -> NewJob:
     now = time.time()
     return NewJob(id=job_id(n), type="echo", params={}, priority=0, max_attempts=3,
-                  timeout=5, created_at=now, queued=events.queued(now, 1), idempotency_key=key,
-                  request_hash="h")
+                  timeout=5, created_at=now, first_event=lambda position: events.queued(
+                      now, position), idempotency_key=key, request_hash="h")
 
 
 def processing(job: JobRecord) -> events.EventDraft:
@@ -61,9 +61,9 @@ async def test_a_reader_resuming_anywhere_sees_every_event_once_in_order_under_c
     async def write(node: int, opened: Opened) -> None:
         for n in range(per_node):
             number = node * 1000 + n
-            await opened.store.create_job(new_job(number))
+            await opened.store.create_job(new_job(number), 100)
             if n % 3 == 0:
-                claimed = await opened.store.claim(time.time(), 2, processing)
+                claimed = await claim(opened.store, time.time(), 2, processing)
                 await asyncio.gather(*(opened.store.record_progress(
                     [ProgressUpdate(job.id, job.attempt, p, None, None, time.time())
                      for p in (10.0, 20.0)]) for job, _ in claimed))
@@ -97,11 +97,11 @@ async def test_a_reader_resuming_anywhere_sees_every_event_once_in_order_under_c
 
 async def test_nodes_claiming_at_once_take_each_job_exactly_once(nodes: list[Opened]) -> None:
     for n in range(60):
-        await nodes[0].store.create_job(new_job(n))
+        await nodes[0].store.create_job(new_job(n), 100)
 
     async def claim_all(opened: Opened) -> list[str]:
         taken = []
-        while claimed := await opened.store.claim(time.time(), 3, processing):
+        while claimed := await claim(opened.store, time.time(), 3, processing):
             taken += [job.id for job, _ in claimed]
         return taken
 
@@ -112,7 +112,7 @@ async def test_nodes_claiming_at_once_take_each_job_exactly_once(nodes: list[Ope
 
 
 async def test_an_idempotency_key_makes_one_job_across_nodes(nodes: list[Opened]) -> None:
-    results = await asyncio.gather(*(opened.store.create_job(new_job(n, key="same"))
+    results = await asyncio.gather(*(opened.store.create_job(new_job(n, key="same"), 100)
                                      for n, opened in enumerate(nodes)))
     assert sorted(created for _, created in results) == [False, False, True]
     assert len({record.id for record, _ in results}) == 1
@@ -125,8 +125,8 @@ async def test_a_lease_fences_the_owners_writes_once_it_expires_and_another_node
     if not owner.store.shared:
         pytest.skip("a store for one node has no leases")
     other = await open_store(node="other", lease=0.5)
-    await owner.store.create_job(new_job(1))
-    [(job, _)] = await owner.store.claim(time.time(), 1, processing)
+    await owner.store.create_job(new_job(1), 100)
+    [(job, _)] = await claim(owner.store, time.time(), 1, processing)
     assert await other.store.expired_attempts(10) == []
     assert await other.store.record_progress(
         [ProgressUpdate(job.id, 1, 50.0, None, None, time.time())]) == []  # not its lease
@@ -145,7 +145,7 @@ async def test_a_lease_fences_the_owners_writes_once_it_expires_and_another_node
         events.retrying(time.time(), 2, time.time(), ERROR), fence=Fence(1, expired=True),
         error=ERROR, not_before=time.time()))
     assert (retried.state, event.seq) == (JobState.QUEUED, 4)
-    [(again, _)] = await other.store.claim(time.time(), 1, processing)
+    [(again, _)] = await claim(other.store, time.time(), 1, processing)
     assert again.attempt == 2
     with pytest.raises(IllegalTransition, match="no longer in attempt 1"):  # a late outcome
         await owner.store.record(job.id, Change(events.completed(time.time(), job.id, b"1"),
@@ -159,8 +159,8 @@ async def test_renewal_keeps_a_lease_and_reports_a_cancel_request(
     nodes: list[Opened],
 ) -> None:
     owner, api = nodes[0], nodes[1]
-    await api.store.create_job(new_job(1))
-    [(job, _)] = await owner.store.claim(time.time(), 1, processing)
+    await api.store.create_job(new_job(1), 100)
+    [(job, _)] = await claim(owner.store, time.time(), 1, processing)
     assert await owner.store.renew_leases([job.id]) == {job.id: False}
     assert await api.store.renew_leases([job.id]) == {}  # not its lease
     heard: list[str] = []

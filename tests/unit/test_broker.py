@@ -11,6 +11,7 @@ from sse_jobs.states import EventName
 from sse_jobs.streams.broker import (
     FAN_OUT_BURST,
     PUSH_SLICE,
+    SMALL_FAN_OUT,
     Broker,
     Subscription,
     SubscriptionClosed,
@@ -28,6 +29,11 @@ def commit_each(broker: Broker, idents: range) -> None:
     """One commit per event, published as the store does after each."""
     for ident in idents:
         broker.publish([event(ident)])
+
+
+def crowd(broker: Broker) -> list[Subscription]:
+    """Enough other streams of the job that each fan-out is one the limit applies to."""
+    return [broker.subscribe(JOB, "anonymous") for _ in range(SMALL_FAN_OUT)]
 
 
 async def taken_at_once(subscription: Subscription) -> list[int]:
@@ -50,6 +56,7 @@ async def test_without_a_rate_every_commit_goes_out_at_once() -> None:
 
 async def test_commits_beyond_the_burst_are_held_and_go_out_together_in_order() -> None:
     broker = Broker(queue_size=100, rate=RATE)
+    crowd(broker)
     everyone, of_job = broker.subscribe(None, "anonymous"), broker.subscribe(JOB, "anonymous")
     burst = int(FAN_OUT_BURST)
     commit_each(broker, range(1, burst + 2))
@@ -66,6 +73,7 @@ async def test_commits_beyond_the_burst_are_held_and_go_out_together_in_order() 
 
 async def test_after_a_quiet_spell_a_commit_goes_out_at_once() -> None:
     broker = Broker(queue_size=100, rate=RATE)
+    crowd(broker)
     subscription = broker.subscribe(None, "anonymous")
     commit_each(broker, range(1, int(FAN_OUT_BURST) + 1))
     assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
@@ -78,6 +86,7 @@ async def test_after_a_quiet_spell_a_commit_goes_out_at_once() -> None:
 
 async def test_shutdown_ends_every_subscription_and_holds_nothing_after() -> None:
     broker = Broker(queue_size=100, rate=RATE)
+    crowd(broker)
     subscription = broker.subscribe(JOB, "anonymous")
     commit_each(broker, range(1, int(FAN_OUT_BURST) + 3))
     assert len(await taken_at_once(subscription)) == FAN_OUT_BURST
@@ -87,6 +96,18 @@ async def test_shutdown_ends_every_subscription_and_holds_nothing_after() -> Non
     late = broker.subscribe(JOB, "anonymous")
     broker.publish([event(100)])
     assert await taken_at_once(late) == [100]  # after shutdown began, nothing is held
+
+
+async def test_a_fan_out_to_a_few_streams_is_never_held() -> None:
+    broker = Broker(queue_size=100, rate=RATE)
+    few = [broker.subscribe(JOB, "anonymous") for _ in range(SMALL_FAN_OUT)]
+    for ident in range(1, int(FAN_OUT_BURST) * 3):  # far beyond the burst
+        broker.publish([event(ident)])
+        for subscription in few:
+            assert await taken_at_once(subscription) == [ident]
+    more = crowd(broker)  # now each fan-out wakes many: the limit applies again
+    commit_each(broker, range(100, 100 + int(FAN_OUT_BURST) + 1))
+    assert len(await taken_at_once(more[0])) < FAN_OUT_BURST + 1
 
 
 async def test_a_fan_out_wakes_streams_a_slice_per_loop_turn_and_keeps_every_order() -> None:

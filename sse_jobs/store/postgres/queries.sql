@@ -74,8 +74,9 @@ LISTEN sse_jobs_cancels;
 LISTEN sse_jobs_queued;
 
 -- name: notify_queued
--- A job is queued (new, or to retry): nodes with free workers look for work.
-SELECT pg_notify('sse_jobs_queued', '');
+-- A job is queued (new: with its priority; to retry, or given back: with none): nodes with
+-- free workers look for work, and give back held attempts it outranks.
+SELECT pg_notify('sse_jobs_queued', %(priority)s);
 
 -- name: record_retrying
 -- Each state-changing event is one UPDATE that bumps last_event_id under the job row's
@@ -135,18 +136,37 @@ RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, pro
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
           callback_url, callback_events;
 
--- name: claim
--- SKIP LOCKED: nodes claiming at once take different jobs, and none waits for another.
-UPDATE jobs SET state = 'processing', attempt = attempt + 1,
-                started_at = coalesce(started_at, %(now)s), progress = 0, message = NULL,
-                last_event_id = last_event_id + 1, lease_owner = %(node)s,
+-- name: reserve
+-- A reservation is a lease on a queued job: SKIP LOCKED, so nodes reserving at once take
+-- different jobs and none waits for another; a node that dies leaves reservations that
+-- simply run out.
+UPDATE jobs SET lease_owner = %(node)s,
                 lease_expires_at = extract(epoch FROM clock_timestamp()) + %(lease)s
-WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= %(now)s
+WHERE id IN (SELECT id FROM jobs
+             WHERE state = 'queued' AND not_before <= %(now)s
+               AND (lease_owner IS NULL
+                    OR lease_expires_at < extract(epoch FROM clock_timestamp()))
              ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
           callback_url, callback_events;
+
+-- name: start
+UPDATE jobs SET state = 'processing', attempt = attempt + 1,
+                started_at = coalesce(started_at, %(now)s), progress = 0, message = NULL,
+                last_event_id = last_event_id + 1,
+                lease_expires_at = extract(epoch FROM clock_timestamp()) + %(lease)s
+WHERE id = %(id)s AND state = 'queued' AND lease_owner = %(node)s
+  AND lease_expires_at >= extract(epoch FROM clock_timestamp())
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: release
+UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL
+WHERE id = ANY(%(ids)s) AND state = 'queued' AND lease_owner = %(node)s;
 
 -- name: progress
 UPDATE jobs SET progress = %(progress)s, message = %(message)s,
@@ -167,7 +187,7 @@ SELECT pg_notify('sse_jobs_cancels', %(id)s);
 
 -- name: renew_leases
 UPDATE jobs SET lease_expires_at = extract(epoch FROM clock_timestamp()) + %(lease)s
-WHERE id = ANY(%(ids)s) AND state = 'processing' AND lease_owner = %(node)s
+WHERE id = ANY(%(ids)s) AND state IN ('queued', 'processing') AND lease_owner = %(node)s
   AND lease_expires_at >= extract(epoch FROM clock_timestamp())
 RETURNING id, cancel_requested;
 
@@ -184,7 +204,9 @@ ORDER BY lease_expires_at LIMIT %(limit)s;
 SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 
 -- name: next_run_at
-SELECT min(not_before) FROM jobs WHERE state = 'queued';
+SELECT min(not_before) FROM jobs
+WHERE state = 'queued'
+  AND (lease_owner IS NULL OR lease_expires_at < extract(epoch FROM clock_timestamp()));
 
 -- name: count_active
 SELECT count(*) FROM jobs WHERE principal = %(principal)s AND state = ANY(%(states)s);
@@ -251,6 +273,10 @@ UPDATE deliveries SET next_attempt_at = %(until)s
 WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= %(now)s
              ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at;
+
+-- name: release_deliveries
+UPDATE deliveries SET next_attempt_at = %(now)s
+WHERE state = 'pending' AND id = ANY(%(ids)s);
 
 -- name: next_delivery_at
 SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';

@@ -17,10 +17,10 @@ own. What is new is that other nodes write too:
   the last id it published, in id order, and hands them to its listener (the broker), with
   a slow poll as a safety net for a lost notification or connection. A node publishes its
   own commit at once when nothing of another node's lies between it and what it published.
-- **Leases with fencing**: a claim records the node and a lease (database time); every
-  write for an attempt requires this node's lease to be running, and ending another
-  node's attempt requires its lease to have run out, so after a takeover the old node's
-  late writes are refused.
+- **Leases with fencing**: a reservation records the node and a lease (database time),
+  which the attempt's start keeps; every write for an attempt requires this node's lease
+  to be running, and ending another node's attempt requires its lease to have run out,
+  so after a takeover the old node's late writes are refused.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ EVENTS_CHANNEL, CANCELS_CHANNEL, QUEUED_CHANNEL = (
     "sse_jobs_events", "sse_jobs_cancels", "sse_jobs_queued")
 MAX_WRITES_PER_TRANSACTION = 512
 RETRY_AFTER_STORAGE_ERROR = 5
+QUEUE_FULL_RETRY_AFTER = 5
 # A transaction that lost a deadlock or a serialization race is run again, this often.
 TRANSIENT_RETRIES = 3
 TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -107,7 +108,7 @@ class PostgresStore(Store):
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: EventListener | None = None
         self._cancel_callbacks: list[Callable[[str], None]] = []
-        self._queued_callbacks: list[Callable[[], None]] = []
+        self._queued_callbacks: list[Callable[[int | None], None]] = []
         self._published = 0  # the newest event id handed to the listener
         self._tail_wakeup = asyncio.Event()
 
@@ -322,8 +323,9 @@ class PostgresStore(Store):
             for callback in self._cancel_callbacks:
                 callback(payload)
         elif channel == QUEUED_CHANNEL:
+            priority = int(payload) if payload.lstrip("-").isdigit() else None
             for wake in self._queued_callbacks:
-                wake()
+                wake(priority)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -331,33 +333,50 @@ class PostgresStore(Store):
         """An event to store (its id comes at the end of the transaction)."""
         return Event(0, job_id, seq, draft.name, event_data(job_id, seq, draft), principal)
 
-    async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
+    async def create_jobs(self, news: Sequence[NewJob],
+                          max_queued: int) -> list[tuple[JobRecord, bool] | SseJobsError]:
         async def op(conn: AsyncConnection[Any]) -> Built:
-            if new.idempotency_key is not None:
-                existing = await _job_row(conn, Q["select_job_by_key"],
-                                          {"principal": new.principal, "key": new.idempotency_key})
-                if existing is not None:
-                    return lambda _events: (existing, False), []
-            record = await _job_row(conn, Q["insert_job"], {
-                "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
-                "priority": new.priority, "max_attempts": new.max_attempts,
-                "timeout": new.timeout, "created_at": new.created_at,
-                "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
-                "principal": new.principal, "callback_url": new.callback_url,
-                "callback_events": new.callback_events,
-            })
-            if record is None:  # another node stored this key a moment ago
-                stored = await _job_row(conn, Q["select_job_by_key"],
-                                        {"principal": new.principal, "key": new.idempotency_key})
-                assert stored is not None
-                return lambda _events: (stored, False), []
-            event = self._draft_event(new.id, 1, new.queued, new.principal)
-            await _insert_deliveries(conn, [(event, new.queued.webhook)])
-            await conn.execute(Q["notify_queued"])
-            return lambda _events: (record, True), [event]
+            outcomes: list[tuple[JobRecord, bool] | SseJobsError] = []
+            stored: list[Event] = []
+            for new in news:
+                outcome, event = await self._create(conn, new, max_queued)
+                outcomes.append(outcome)
+                stored += event
+            created = [o[0].priority for o in outcomes if not isinstance(o, SseJobsError) and o[1]]
+            if created:  # the best of them: nodes give back held jobs it outranks
+                await conn.execute(Q["notify_queued"], {"priority": str(max(created))})
+            return lambda _events: outcomes, stored
 
-        result: tuple[JobRecord, bool] = await self._write(op)
+        result: list[tuple[JobRecord, bool] | SseJobsError] = await self._write(op)
         return result
+
+    async def _create(self, conn: AsyncConnection[Any], new: NewJob, max_queued: int
+                      ) -> tuple[tuple[JobRecord, bool] | SseJobsError, list[Event]]:
+        by_key = {"principal": new.principal, "key": new.idempotency_key}
+        if new.idempotency_key is not None:
+            existing = await _job_row(conn, Q["select_job_by_key"], by_key)
+            if existing is not None:
+                return (existing, False), []
+        cursor = await conn.execute(Q["queue_depth"], {"priority": new.priority, "id": new.id})
+        queued, ahead = await cursor.fetchone() or (0, 0)
+        if queued >= max_queued:
+            return Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER), []
+        record = await _job_row(conn, Q["insert_job"], {
+            "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
+            "priority": new.priority, "max_attempts": new.max_attempts,
+            "timeout": new.timeout, "created_at": new.created_at,
+            "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
+            "principal": new.principal, "callback_url": new.callback_url,
+            "callback_events": new.callback_events,
+        })
+        if record is None:  # another node stored this key a moment ago
+            stored = await _job_row(conn, Q["select_job_by_key"], by_key)
+            assert stored is not None
+            return (stored, False), []
+        first = new.first_event(ahead + 1)
+        event = self._draft_event(new.id, 1, first, new.principal)
+        await _insert_deliveries(conn, [(event, first.webhook)])
+        return (record, True), [event]
 
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
         async def op(conn: AsyncConnection[Any]) -> Built:
@@ -378,7 +397,7 @@ class PostgresStore(Store):
                                       record.principal)
             await _insert_deliveries(conn, [(event, change.event.webhook)])
             if record.state is JobState.QUEUED:
-                await conn.execute(Q["notify_queued"])
+                await conn.execute(Q["notify_queued"], {"priority": ""})
             return lambda events: (record, events[0]), [event]
 
         result: tuple[JobRecord, Event] = await self._write(op)
@@ -425,28 +444,43 @@ class PostgresStore(Store):
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         self._cancel_callbacks.append(callback)
 
-    def on_queued(self, callback: Callable[[], None]) -> None:
+    def on_queued(self, callback: Callable[[int | None], None]) -> None:
         self._queued_callbacks.append(callback)
 
-    async def claim(self, now: float, limit: int,
-                    draft: DraftFor) -> list[tuple[JobRecord, Event]]:
+    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
         async def op(conn: AsyncConnection[Any]) -> Built:
-            cursor = await conn.execute(Q["claim"], {"now": now, "limit": limit,
-                                                     "node": self.node, "lease": self._lease})
-            records = sorted(map(job_record, await cursor.fetchall()),
-                             key=lambda r: (-r.priority, r.id))
-            events, deliveries = [], []
-            for record in records:
-                made = draft(record)
-                event = self._draft_event(record.id, record.last_event_id, made,
-                                          record.principal)
-                events.append(event)
-                deliveries.append((event, made.webhook))
-            await _insert_deliveries(conn, deliveries)
-            return lambda stored: list(zip(records, stored, strict=True)), events
+            cursor = await conn.execute(Q["reserve"], {"now": now, "limit": limit,
+                                                       "node": self.node, "lease": self._lease})
+            reserved = sorted(map(job_record, await cursor.fetchall()),
+                              key=lambda r: (-r.priority, r.id))
+            return lambda _events: reserved, []
 
-        result: list[tuple[JobRecord, Event]] = await self._write(op)
+        result: list[JobRecord] = await self._write(op)
         return result
+
+    async def start(self, job_id: str, at: float, draft: DraftFor) -> tuple[JobRecord, Event]:
+        async def op(conn: AsyncConnection[Any]) -> Built:
+            record = await _job_row(conn, Q["start"], {
+                "id": job_id, "now": at, "node": self.node, "lease": self._lease})
+            if record is None:
+                row = await (await conn.execute(Q["select_state"], {"id": job_id})).fetchone()
+                raise refusal(job_id, None if row is None else row[0], None)
+            made = draft(record)
+            event = self._draft_event(job_id, record.last_event_id, made, record.principal)
+            await _insert_deliveries(conn, [(event, made.webhook)])
+            return lambda events: (record, events[0]), [event]
+
+        result: tuple[JobRecord, Event] = await self._write(op)
+        return result
+
+    async def release(self, job_ids: Sequence[str]) -> None:
+        async def op(conn: AsyncConnection[Any]) -> Built:
+            await conn.execute(Q["release"], {"ids": list(job_ids), "node": self.node})
+            await conn.execute(Q["notify_queued"], {"priority": ""})  # another may run them
+            return lambda _events: None, []
+
+        if job_ids:
+            await self._write(op)
 
     async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
         async def op(conn: AsyncConnection[Any]) -> Built:
@@ -484,6 +518,14 @@ class PostgresStore(Store):
 
         result: list[Delivery] = await self._write(op)
         return result
+
+    async def release_deliveries(self, delivery_ids: Sequence[int], now: float) -> None:
+        async def op(conn: AsyncConnection[Any]) -> Built:
+            await conn.execute(Q["release_deliveries"], {"ids": list(delivery_ids), "now": now})
+            return lambda _events: None, []
+
+        if delivery_ids:
+            await self._write(op)
 
     async def record_attempt(self, attempt: DeliveryAttempt, state: str,
                              next_attempt_at: float) -> None:
@@ -590,10 +632,6 @@ class PostgresStore(Store):
     async def next_run_at(self) -> float | None:
         value = await self._read_value(Q["next_run_at"])
         return None if value is None else float(value)
-
-    async def queue_depth(self, priority: int, job_id: str) -> tuple[int, int]:
-        rows = await self._read(Q["queue_depth"], {"priority": priority, "id": job_id})
-        return int(rows[0][0]), int(rows[0][1])
 
     async def job_counts(self) -> list[tuple[str, str, int]]:
         return [(row[0], row[1], int(row[2])) for row in await self._read(Q["job_counts"])]

@@ -87,16 +87,33 @@ RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, pro
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
           callback_url, callback_events;
 
--- name: claim
-UPDATE jobs SET state = 'processing', attempt = attempt + 1,
-                started_at = coalesce(started_at, :now), progress = 0, message = NULL,
-                last_event_id = last_event_id + 1
-WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= :now
+-- name: reserve
+UPDATE jobs SET reserved = 1
+WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND reserved = 0
+               AND not_before <= :now
              ORDER BY priority DESC, id LIMIT :limit)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
           callback_url, callback_events;
+
+-- name: start
+UPDATE jobs SET state = 'processing', attempt = attempt + 1, reserved = 0,
+                started_at = coalesce(started_at, :now), progress = 0, message = NULL,
+                last_event_id = last_event_id + 1
+WHERE id = :id AND state = 'queued' AND reserved = 1
+RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
+          message, created_at, started_at, finished_at, not_before, result, result_file,
+          error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
+          callback_url, callback_events;
+
+-- name: release
+UPDATE jobs SET reserved = 0
+WHERE reserved = 1 AND id IN (SELECT value FROM json_each(:ids));
+
+-- name: release_all
+-- At start: whatever a previous server reserved, it will never start.
+UPDATE jobs SET reserved = 0 WHERE reserved = 1;
 
 -- name: progress
 UPDATE jobs SET progress = :progress, message = :message,
@@ -119,7 +136,7 @@ WHERE state = 'processing' AND id IN (SELECT value FROM json_each(:ids));
 SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 
 -- name: next_run_at
-SELECT min(not_before) FROM jobs WHERE state = 'queued';
+SELECT min(not_before) FROM jobs WHERE state = 'queued' AND reserved = 0;
 
 -- name: count_active
 SELECT count(*) FROM jobs
@@ -188,6 +205,10 @@ UPDATE deliveries SET next_attempt_at = :until
 WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= :now
              ORDER BY next_attempt_at LIMIT :limit)
 RETURNING id, job_id, seq, event, url, state, attempts, next_attempt_at, created_at;
+
+-- name: release_deliveries
+UPDATE deliveries SET next_attempt_at = :now
+WHERE state = 'pending' AND id IN (SELECT value FROM json_each(:ids));
 
 -- name: next_delivery_at
 SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';

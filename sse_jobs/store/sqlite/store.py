@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +73,7 @@ EVENT_COLUMNS = 5
 INSERT_EVENTS = {size: Q["insert_event"] + ", (?, ?, ?, ?, ?)" * (size - 1)
                  for size in EVENT_INSERT_SIZES}
 RETRY_AFTER_STORAGE_ERROR = 5
+QUEUE_FULL_RETRY_AFTER = 5
 TERMINAL = orjson.dumps(sorted(TERMINAL_STATES)).decode()
 ACTIVE = orjson.dumps(sorted(ACTIVE_STATES)).decode()
 
@@ -161,6 +161,7 @@ class SQLiteStore(Store):
             for pragma in PRAGMAS:
                 conn.execute(pragma)
             self._migrate(conn)
+            conn.execute(Q["release_all"])  # one server per file: the last one is gone
             self._next_event_id = 1 + _scalar(conn, Q["next_event_id"])
         except sqlite3.Error:
             conn.close()
@@ -283,27 +284,42 @@ class SQLiteStore(Store):
             _insert_deliveries(conn, [(event, draft.webhook)])
         return event
 
-    async def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
-        def op(conn: sqlite3.Connection) -> tuple[tuple[JobRecord, bool], list[Event]]:
-            if new.idempotency_key is not None:
-                existing = _fetch_job(conn, Q["select_job_by_key"],
-                                      (new.principal, new.idempotency_key))
-                if existing is not None:
-                    return (existing, False), []
-            record = _fetch_job(conn, Q["insert_job"], {
-                "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
-                "priority": new.priority, "max_attempts": new.max_attempts,
-                "timeout": new.timeout, "created_at": new.created_at,
-                "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
-                "principal": new.principal, "callback_url": new.callback_url,
-                "callback_events": new.callback_events,
-            })
-            assert record is not None
-            event = self._store_event(conn, new.id, 1, new.queued, new.principal)
-            return (record, True), [event]
+    async def create_jobs(self, news: Sequence[NewJob],
+                          max_queued: int) -> list[tuple[JobRecord, bool] | SseJobsError]:
+        def op(conn: sqlite3.Connection) -> tuple[list[Any], list[Event]]:
+            outcomes: list[tuple[JobRecord, bool] | SseJobsError] = []
+            stored: list[Event] = []
+            for new in news:
+                outcome, event = self._create(conn, new, max_queued)
+                outcomes.append(outcome)
+                stored += event
+            return outcomes, stored
 
-        result: tuple[JobRecord, bool] = await self._write(op)
+        result: list[tuple[JobRecord, bool] | SseJobsError] = await self._write(op)
         return result
+
+    def _create(self, conn: sqlite3.Connection, new: NewJob, max_queued: int
+                ) -> tuple[tuple[JobRecord, bool] | SseJobsError, list[Event]]:
+        if new.idempotency_key is not None:
+            existing = _fetch_job(conn, Q["select_job_by_key"],
+                                  (new.principal, new.idempotency_key))
+            if existing is not None:
+                return (existing, False), []
+        queued, ahead = conn.execute(Q["queue_depth"], {
+            "priority": new.priority, "id": new.id}).fetchone()
+        if queued >= max_queued:
+            return Unavailable("the job queue is full", retry_after=QUEUE_FULL_RETRY_AFTER), []
+        record = _fetch_job(conn, Q["insert_job"], {
+            "id": new.id, "type": new.type, "params": orjson.dumps(new.params).decode(),
+            "priority": new.priority, "max_attempts": new.max_attempts,
+            "timeout": new.timeout, "created_at": new.created_at,
+            "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
+            "principal": new.principal, "callback_url": new.callback_url,
+            "callback_events": new.callback_events,
+        })
+        assert record is not None
+        first = new.first_event(ahead + 1)
+        return (record, True), [self._store_event(conn, new.id, 1, first, new.principal)]
 
     async def record(self, job_id: str, change: Change) -> tuple[JobRecord, Event]:
         def op(conn: sqlite3.Connection) -> tuple[tuple[JobRecord, Event], list[Event]]:
@@ -366,7 +382,7 @@ class SQLiteStore(Store):
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Never called: every cancel is requested on this one node."""
 
-    def on_queued(self, callback: Callable[[], None]) -> None:
+    def on_queued(self, callback: Callable[[int | None], None]) -> None:
         """Never called: every job is queued on this one node."""
 
     async def renew_leases(self, job_ids: Sequence[str]) -> dict[str, bool]:
@@ -392,27 +408,35 @@ class SQLiteStore(Store):
         result: JobRecord | None = await self._write(op)
         return result
 
-    async def claim(self, now: float, limit: int,
-                    draft: DraftFor) -> list[tuple[JobRecord, Event]]:
-        def op(conn: sqlite3.Connection) -> tuple[list[tuple[JobRecord, Event]], list[Event]]:
-            rows = conn.execute(Q["claim"], {"now": now, "limit": limit}).fetchall()
-            records = sorted(map(job_record, rows), key=lambda r: (-r.priority, r.id))
-            claimed, deliveries = [], []
-            for record in records:
-                made = draft(record)
-                data = event_data(record.id, record.last_event_id, made)
-                event = self._new_event(record.id, record.last_event_id, made.name, data,
-                                        record.principal)
-                claimed.append((record, event))
-                if made.webhook is not None:
-                    deliveries.append((event, made.webhook))
-            _insert_events(conn, list(chain.from_iterable(
-                self._event_row(event) for _, event in claimed)))
-            _insert_deliveries(conn, deliveries)
-            return claimed, [event for _, event in claimed]
+    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
+        def op(conn: sqlite3.Connection) -> tuple[list[JobRecord], list[Event]]:
+            rows = conn.execute(Q["reserve"], {"now": now, "limit": limit}).fetchall()
+            return sorted(map(job_record, rows), key=lambda r: (-r.priority, r.id)), []
 
-        result: list[tuple[JobRecord, Event]] = await self._write(op)
+        result: list[JobRecord] = await self._write(op)
         return result
+
+    async def start(self, job_id: str, at: float, draft: DraftFor) -> tuple[JobRecord, Event]:
+        def op(conn: sqlite3.Connection) -> tuple[tuple[JobRecord, Event], list[Event]]:
+            record = _fetch_job(conn, Q["start"], {"id": job_id, "now": at})
+            if record is None:
+                state = _scalar(conn, Q["select_state"], (job_id,))
+                raise refusal(job_id, state, None)
+            made = draft(record)
+            event = self._store_event(conn, job_id, record.last_event_id, made,
+                                      record.principal)
+            return (record, event), [event]
+
+        result: tuple[JobRecord, Event] = await self._write(op)
+        return result
+
+    async def release(self, job_ids: Sequence[str]) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
+            conn.execute(Q["release"], {"ids": _json_list(job_ids)})
+            return None, []
+
+        if job_ids:
+            await self._write(op)
 
     async def delete_job(self, job_id: str) -> bool:
         def op(conn: sqlite3.Connection) -> tuple[bool, list[Event]]:
@@ -424,6 +448,15 @@ class SQLiteStore(Store):
 
         result: bool = await self._write(op)
         return result
+
+    async def release_deliveries(self, delivery_ids: Sequence[int], now: float) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
+            conn.execute(Q["release_deliveries"], {"ids": orjson.dumps(list(delivery_ids)).decode(),
+                                                   "now": now})
+            return None, []
+
+        if delivery_ids:
+            await self._write(op)
 
     async def record_attempt(self, attempt: DeliveryAttempt, state: str,
                              next_attempt_at: float) -> None:
@@ -491,10 +524,6 @@ class SQLiteStore(Store):
     async def next_run_at(self) -> float | None:
         value = await self._read_value(Q["next_run_at"])
         return None if value is None else float(value)
-
-    async def queue_depth(self, priority: int, job_id: str) -> tuple[int, int]:
-        rows = await self._read(Q["queue_depth"], {"priority": priority, "id": job_id})
-        return rows[0][0], rows[0][1]
 
     async def job_counts(self) -> list[tuple[str, str, int]]:
         return [(row[0], row[1], row[2]) for row in await self._read(Q["job_counts"])]
