@@ -35,7 +35,7 @@ from sse_jobs.store import Store, store_for
 from sse_jobs.store.base import EventListener
 from sse_jobs.streams.broker import Broker
 from sse_jobs.streams.source import Streams
-from sse_jobs.web import jobs, ops, sockets, sse, ws
+from sse_jobs.web import graphql, jobs, ops, sockets, sse, ws
 from sse_jobs.web.access import Access
 from sse_jobs.web.keys import (
     ACCESS,
@@ -94,6 +94,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     jobs.add_routes(app)
     sse.add_routes(app)
     ws.add_routes(app)
+    graphql.add_routes(app)
     ops.add_routes(app)
     return app
 

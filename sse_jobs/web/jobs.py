@@ -8,14 +8,12 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from sse_jobs.errors import BadRequest, ValidationFailed
-from sse_jobs.models import CreateJob
+from sse_jobs.errors import BadRequest
 from sse_jobs.paths import API
 from sse_jobs.records import JobRecord
 from sse_jobs.states import JobState
-from sse_jobs.web.bodies import csv_param, int_param, json_body
+from sse_jobs.web.bodies import csv_param, int_param, json_body, submission
 from sse_jobs.web.keys import (
     ACCESS,
     ADMISSION,
@@ -62,17 +60,8 @@ def _resource(request: web.Request, record: JobRecord) -> dict[str, Any]:
 
 
 async def create_job(request: web.Request) -> web.Response:
-    body = await json_body(request)
     admission = request.app[ADMISSION]
-    try:
-        payload = CreateJob.model_validate(body)
-    except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
-                  for err in exc.errors()]
-        if isinstance(body, dict):  # report the params' errors too, all in one answer
-            errors += admission.params_errors(body.get("type"), body.get("params"))
-        raise ValidationFailed("the request body is not a valid job submission",
-                               errors) from None
+    payload = submission(await json_body(request), admission)
     record, created = await admission.submit(payload, request.headers.get("Idempotency-Key"),
                                              named(request))
     resource = _resource(request, record)

@@ -128,13 +128,19 @@ class Sockets:
     def __init__(self) -> None:
         self._open: set[Connection] = set()
 
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+
     @contextlib.contextmanager
     def holding(self, connection: Connection) -> Iterator[Connection]:
-        self._open.add(connection)
+        self.add(connection)
         try:
             yield connection
         finally:
-            self._open.discard(connection)
+            self.discard(connection)
 
     def close_all(self, code: int) -> None:
         for connection in list(self._open):
