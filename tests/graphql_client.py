@@ -59,6 +59,7 @@ class GraphQLSocket:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self._ids = 0
+        self._held: dict[str, list[dict[str, Any]]] = {}  # other subscriptions' messages
 
     async def init(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         await self.ws.send_str(orjson.dumps({"type": "connection_init",
@@ -86,12 +87,14 @@ class GraphQLSocket:
         """Read subscription ``ident`` until it completes, errs, the socket closes, or
         ``max_events`` events arrived."""
         got = Subscribed()
+        held = self._held.setdefault(ident, [])
         while max_events is None or len(got.events) < max_events:
-            message = await self.message()
+            message = held.pop(0) if held else await self.message()
             if message["type"] == "closed":
                 got.close_code = message["code"]
                 break
             if message.get("id") != ident:
+                self._held.setdefault(message.get("id", ""), []).append(message)
                 continue
             if message["type"] == "next":
                 payload = message["payload"]

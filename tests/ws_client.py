@@ -75,3 +75,11 @@ def small_receive_buffer(addr_info: Any) -> socket.socket:
     sock = socket.socket(family, type_, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     return sock
+
+
+def small_send_buffers(server: Any) -> None:
+    """Accepted sockets inherit the listening socket's send buffer: make it tiny, so that
+    a client that stops reading stalls the server's writes after a few kilobytes."""
+    for site in server.runner.sites:
+        for sock in site._server.sockets:  # type: ignore[union-attr]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

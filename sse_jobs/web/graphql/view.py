@@ -16,10 +16,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from strawberry.aiohttp.views import AiohttpWebSocketAdapter, GraphQLView
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from sse_jobs.config import Settings
 from sse_jobs.web import sockets
@@ -34,6 +38,7 @@ SCHEMA_PATH = "/graphql/schema.graphql"
 CONNECTION = web.RequestKey("graphql_connection", Connection)
 CONNECTION_INIT_WAIT = timedelta(seconds=10)  # then 4408, as graphql-transport-ws says
 SUBSCRIPTIONS_PER_CONNECTION = 100
+HTTP_OPERATIONS = {OperationType.QUERY, OperationType.MUTATION}
 
 
 def add_routes(app: web.Application) -> None:
@@ -112,6 +117,28 @@ class View(GraphQLView[Context, None]):
     async def reject_websocket(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin")
         return problem(403, "Forbidden", f"origin {origin!r} is not allowed", "cors")
+
+    async def execute_single(
+        self, request: web.Request, request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: web.Response, context: Context, root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """One query or mutation over HTTP; a subscription is refused with 400 (it runs over
+        the WebSocket: strawberry would stream it over HTTP, which we do not offer)."""
+        try:
+            return await self.schema.execute(
+                request_data.query, root_value=root_value,
+                variable_values=request_data.variables, context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=HTTP_OPERATIONS,
+                operation_extensions=request_data.extensions)
+        except InvalidOperationTypeError:
+            raise HTTPException(400, "subscriptions run over a WebSocket, with "
+                                     "graphql-transport-ws") from None
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from None
+        except MissingQueryError:
+            raise HTTPException(400, "no GraphQL query found in the request") from None
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
