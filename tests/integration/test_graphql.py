@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+
+from conftest import MakeServer, Server, Submit, wait_for
 from graphql_client import (
     ALL_EVENTS,
     JOB_EVENTS,
@@ -20,11 +22,9 @@ from graphql_client import (
     graphql_socket,
     subscription,
 )
-from ws_client import small_send_buffers
-
-from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import StreamRead, read_stream
 from sse_jobs.web.keys import BROKER, SOCKETS
+from ws_client import small_send_buffers
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
 AS_ALICE = {"Authorization": f"Bearer {ALICE}"}

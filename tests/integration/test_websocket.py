@@ -9,6 +9,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+
+from conftest import MakeServer, Server, Submit, wait_for
+from sse_client import StreamRead, read_stream
+from sse_jobs.web.keys import BROKER, SOCKETS
 from ws_client import (
     WsRead,
     handshake_status,
@@ -17,10 +21,6 @@ from ws_client import (
     small_receive_buffer,
     small_send_buffers,
 )
-
-from conftest import MakeServer, Server, Submit, wait_for
-from sse_client import StreamRead, read_stream
-from sse_jobs.web.keys import BROKER, SOCKETS
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
 
