@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from sse_jobs.config import Settings
 from sse_jobs.web import sending
@@ -33,15 +36,40 @@ TRY_AGAIN_LATER = int(WSCloseCode.TRY_AGAIN_LATER)
 FLUSH_POLL = 0.05  # seconds between looks at what a closing connection has left to send
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame of UTF-8 ``payload``, as a server sends it
+    (RFC 6455 section 5.2): FIN and opcode 1, then the length in 7 bits, or 126 and 16
+    bits, or 127 and 64 bits."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+class _WebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocket, with a peer given ``--send-timeout`` to answer a ping rather
+    than half the heartbeat: a pong waits behind every frame the peer has not read yet,
+    and a reader that is merely behind is told so with 1013 by the send timeout, as SSE
+    readers are, not cut as if it had vanished."""
+
+    def __init__(self, *, pong_timeout: float, **options: Any) -> None:
+        super().__init__(**options)
+        self._pong_heartbeat = pong_timeout
+
+
 def response(settings: Settings, *, max_msg_size: int,
              protocols: tuple[str, ...] = ()) -> web.WebSocketResponse:
     """A WebSocket that pings every ``--heartbeat`` seconds (a peer that does not answer
-    within half of that is gone) and compresses nothing: the frames are small, and
+    within ``--send-timeout`` is gone) and compresses nothing: the frames are small, and
     per-message deflate would cost every connection its own compressor's memory and
     every subscriber its own compression of the same event."""
-    return web.WebSocketResponse(heartbeat=settings.heartbeat, timeout=settings.send_timeout,
-                                 compress=False, max_msg_size=max_msg_size,
-                                 protocols=protocols)
+    return _WebSocket(heartbeat=settings.heartbeat, pong_timeout=settings.send_timeout,
+                      timeout=settings.send_timeout, compress=False,
+                      max_msg_size=max_msg_size, protocols=protocols)
 
 
 class Connection:
@@ -67,6 +95,24 @@ class Connection:
         try:
             await sending.bounded(self.request, self.ws.send_frame(payload, WSMsgType.TEXT),
                                   len(payload), self._limit)
+        except TimeoutError:
+            self.close_soon(TRY_AGAIN_LATER)
+            return False
+        except ConnectionResetError:
+            self.close_soon(GOING_AWAY)
+            return False
+        return True
+
+    async def send_frames(self, writer: AbstractStreamWriter, frames: Iterable[bytes]) -> bool:
+        """Send encoded frames (``text_frame``) in one write through the WebSocket's
+        stream ``writer`` (what ``prepare`` returned): one system call for a batch, as
+        SSE makes one per fan-out; bounded and answered as ``send``."""
+        if self.closing:
+            return False
+        payload = b"".join(frames)
+        try:
+            await sending.bounded(self.request, writer.write(payload), len(payload),
+                                  self._limit)
         except TimeoutError:
             self.close_soon(TRY_AGAIN_LATER)
             return False

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from sse_jobs.config import Settings
 from sse_jobs.paths import API
@@ -25,6 +27,9 @@ from sse_jobs.web.sse import requested_resume
 
 # The client has nothing to say on this channel; a larger frame closes it with 1009.
 INCOMING_MAX = 4096
+# Framed live events kept for the other sockets of the same job (as in sse.py).
+LIVE_FRAMES = 2048
+LIVE_FRAME_MAX_DATA = 2048
 
 
 def add_routes(app: web.Application) -> None:
@@ -47,9 +52,24 @@ async def job_ws(request: web.Request) -> web.StreamResponse:
     return await serve(request, settings, source)
 
 
-def frame(ident: int, event: Event) -> bytes:
-    """The text frame of one event: its id on this stream, its name, and its stored data."""
-    return b'{"id":%d,"event":"%s","data":%s}' % (ident, event.name.value.encode(), event.data)
+def _encode(ident: int, name: str, data: bytes) -> bytes:
+    """The frame of one event: its id on this stream, its name, and its stored data."""
+    return sockets.text_frame(b'{"id":%d,"event":"%s","data":%s}' % (ident, name.encode(), data))
+
+
+def _frame(ident: int, event: Event) -> bytes:
+    return _encode(ident, event.name.value, event.data)
+
+
+# A live event goes to every socket of its job at about the same time: frame it once for
+# all of them (as sse.py does). The arguments determine the bytes.
+_shared_frame = functools.lru_cache(maxsize=LIVE_FRAMES)(_encode)
+
+
+def _live_frame(ident: int, event: Event) -> bytes:
+    if len(event.data) > LIVE_FRAME_MAX_DATA:
+        return _frame(ident, event)
+    return _shared_frame(ident, event.name.value, event.data)
 
 
 async def serve(request: web.Request, settings: Settings,
@@ -65,9 +85,9 @@ async def serve(request: web.Request, settings: Settings,
             await connection.close(sockets.NORMAL)
             return ws
         async with source:
-            await ws.prepare(request)
+            writer = await ws.prepare(request)
             source.on_drop(lambda: connection.close_soon(sockets.TRY_AGAIN_LATER))
-            pump = asyncio.create_task(_pump(connection, source))
+            pump = asyncio.create_task(_pump(connection, writer, source))
             try:
                 await connection.until_closed()
             finally:
@@ -78,14 +98,17 @@ async def serve(request: web.Request, settings: Settings,
     return ws
 
 
-async def _pump(connection: Connection, source: StreamSource) -> None:
-    """Send every event of ``source``, then start the close that fits how it ended."""
+async def _pump(connection: Connection, writer: AbstractStreamWriter,
+                source: StreamSource) -> None:
+    """Send every event of ``source``, a batch in one write, then start the close that
+    fits how it ended."""
     code = sockets.TRY_AGAIN_LATER
     try:
         async for batch in source.batches():
-            for event in batch:
-                if not await connection.send(frame(source.key(event), event)):
-                    return
+            frame = _live_frame if source.live else _frame
+            if not await connection.send_frames(
+                    writer, [frame(source.key(event), event) for event in batch]):
+                return
         code = sockets.NORMAL
     except SubscriptionClosed as closed:
         code = sockets.TRY_AGAIN_LATER if closed.dropped else sockets.SERVICE_RESTART

@@ -70,6 +70,16 @@ async def test_frames_are_the_sse_events_and_the_socket_closes_1000_after_the_te
     same_events(live, sse)
 
 
+@pytest.mark.parametrize("size", [10, 200, 65_000])  # 7-, 16- and 64-bit frame lengths
+async def test_frames_of_every_length_reach_the_client(
+    server: Server, submit: Submit, http: aiohttp.ClientSession, size: int
+) -> None:
+    job = await submit(server, "echo", {"value": "é" * (size // 2)})
+    read = await read_ws(http, ws_url(server, job["id"]))
+    assert read.frames[-1]["data"]["result"] == "é" * (size // 2)
+    same_events(read, await sse_of(http, server, job["id"]))
+
+
 async def test_resume_from_every_position(
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
