@@ -29,7 +29,9 @@ SHUTDOWN_RETRY_AFTER = 5
 
 class NothingToSend(SseJobsError):
     """A finished job's stream asked to resume after its last event: there is nothing
-    more, ever (SSE answers 204, which tells EventSource to stop reconnecting)."""
+    more, ever. Each channel says so its own way: SSE answers 204 (which tells
+    EventSource to stop reconnecting), the WebSocket opens and closes with 1000, a
+    GraphQL subscription completes at once."""
 
     status = 204
     title = "No Content"
