@@ -12,7 +12,8 @@ Close codes (RFC 6455 section 7.4, and the IANA registry it set up):
                      reconnect and resume; nothing is lost
 
 A close is bounded too: a peer that does not take even the close frame within
-``--send-timeout`` has its connection cut.
+``--send-timeout`` has its connection cut, and so has one that does not answer a ping
+within ``--send-timeout`` (it has vanished: the peer sees 1006, no close frame).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -90,29 +91,21 @@ class Connection:
         """Send one text frame (``payload`` is UTF-8). False when the connection is closing
         and the frame was not sent: it was closing already, the peer has gone, or it did
         not take the frame within ``--send-timeout`` (then it is closed with 1013)."""
-        if self.closing:
-            return False
-        try:
-            await sending.bounded(self.request, self.ws.send_frame(payload, WSMsgType.TEXT),
-                                  len(payload), self._limit)
-        except TimeoutError:
-            self.close_soon(TRY_AGAIN_LATER)
-            return False
-        except ConnectionResetError:
-            self.close_soon(GOING_AWAY)
-            return False
-        return True
+        return await self._bounded(self.ws.send_frame(payload, WSMsgType.TEXT), len(payload))
 
     async def send_frames(self, writer: AbstractStreamWriter, frames: Iterable[bytes]) -> bool:
         """Send encoded frames (``text_frame``) in one write through the WebSocket's
         stream ``writer`` (what ``prepare`` returned): one system call for a batch, as
-        SSE makes one per fan-out; bounded and answered as ``send``."""
-        if self.closing:
-            return False
+        SSE makes one per fan-out; answered as ``send``."""
         payload = b"".join(frames)
+        return await self._bounded(writer.write(payload), len(payload))
+
+    async def _bounded(self, write: Coroutine[Any, Any, None], size: int) -> bool:
+        if self.closing:
+            write.close()
+            return False
         try:
-            await sending.bounded(self.request, writer.write(payload), len(payload),
-                                  self._limit)
+            await sending.bounded(self.request, write, size, self._limit)
         except TimeoutError:
             self.close_soon(TRY_AGAIN_LATER)
             return False

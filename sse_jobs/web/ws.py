@@ -1,7 +1,8 @@
 """The WebSocket channel (contract section 10): a job's ``StreamSource`` as one text frame
 per event, ``{"id": N, "event": NAME, "data": {...}}``, with the ids and ``data`` of the
-SSE stream. Refusals (401, 404, 429, 503, and 426 for a request that is no handshake)
-are answered before the upgrade; see ``websocket`` for pings and close codes."""
+SSE stream. Refusals (401, 404, 429, 503; 426 for a request that is no handshake, 403
+for a foreign origin) are answered before the upgrade; ``sockets`` has the pings, the
+bounded writes and the close codes."""
 
 from __future__ import annotations
 

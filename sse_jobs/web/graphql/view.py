@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -66,6 +67,8 @@ class Adapter(AiohttpWebSocketAdapter):
 
 
 class View(GraphQLView[Context, None]):
+    """strawberry's aiohttp view with our context, auth, WebSocket and errors."""
+
     websocket_adapter_class = Adapter
 
     def __init__(self, settings: Settings) -> None:
@@ -81,8 +84,7 @@ class View(GraphQLView[Context, None]):
         try:
             return await self.run(request=request)
         except HTTPException as exc:
-            return problem(exc.status_code, "Bad Request" if exc.status_code == 400 else
-                           "Not Found" if exc.status_code == 404 else "Error", exc.reason,
+            return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, exc.reason,
                            "graphql-request")
         finally:
             connection = request.get(CONNECTION)
