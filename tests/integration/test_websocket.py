@@ -205,9 +205,10 @@ async def test_a_peer_that_stops_reading_is_closed_1013_and_resumes_without_loss
     make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
     server = await make_server(progress_rate=0, send_timeout=1.0)
-    small_send_buffers(server)
     job = await submit(server, "chatty", {"events": 3000, "message_size": 400})
-    sse = await sse_of(http, server, job["id"])
+    await wait_for(lambda: finished(http, server, job["id"]), timeout=30)
+    sse = await sse_of(http, server, job["id"])  # before the buffers are made small
+    small_send_buffers(server)
     connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
     async with aiohttp.ClientSession(connector=connector) as slow, \
             slow.ws_connect(ws_url(server, job["id"])) as ws:
