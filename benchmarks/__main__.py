@@ -19,8 +19,8 @@ from typing import Any
 
 from benchmarks.common import RESULTS, Options, checks_passed, table, write_results
 
-NAMES = ["throughput", "latency", "fanout", "idle_streams", "ingestion", "resume", "mixed",
-         "scaleout"]
+NAMES = ["throughput", "latency", "fanout", "channels", "idle_streams", "ingestion", "resume",
+         "mixed", "scaleout"]
 
 
 def main(argv: list[str] | None = None) -> int:

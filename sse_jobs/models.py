@@ -43,6 +43,7 @@ StateName = Literal["queued", "processing", "completed", "failed", "cancelled"]
 class JobLinks(BaseModel):
     self: str
     events: str = Field(description="the job's SSE stream")
+    ws: str = Field(description="the job's event stream over a WebSocket")
     cancel: str
     result: str = Field(description="the result: JSON, or the file the job wrote")
 

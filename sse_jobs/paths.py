@@ -16,8 +16,8 @@ def job_path(job_id: str) -> str:
 def job_links(job_id: str) -> dict[str, str]:
     """A job's links without credentials (``links`` of contract section 2)."""
     base = job_path(job_id)
-    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
-            "result": f"{base}/result"}
+    return {"self": base, "events": f"{base}/events", "ws": f"{base}/ws",
+            "cancel": f"{base}/cancel", "result": f"{base}/result"}
 
 
 def result_path(job_id: str) -> str:

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["throughput", "latency", "fanout", "idle_streams", "ingestion", "resume", "mixed",
-         "scaleout"]
+NAMES = ["throughput", "latency", "fanout", "channels", "idle_streams", "ingestion", "resume",
+         "mixed", "scaleout"]
 
 pytestmark = pytest.mark.benchmarks
 

@@ -12,7 +12,7 @@ until its reader leaves, falls behind, or the server shuts down.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from sse_jobs.auth import ANONYMOUS
 from sse_jobs.config import Settings
@@ -29,7 +29,9 @@ SHUTDOWN_RETRY_AFTER = 5
 
 class NothingToSend(SseJobsError):
     """A finished job's stream asked to resume after its last event: there is nothing
-    more, ever (SSE answers 204, which tells EventSource to stop reconnecting)."""
+    more, ever. Each channel says so its own way: SSE answers 204 (which tells
+    EventSource to stop reconnecting), the WebSocket opens and closes with 1000, a
+    GraphQL subscription completes at once."""
 
     status = 204
     title = "No Content"
@@ -74,7 +76,7 @@ class StreamSource:
         channel can then end its connection at once, not at its next write."""
         self._subscription.on_drop = callback
 
-    async def batches(self) -> AsyncIterator[list[Event]]:
+    async def batches(self) -> AsyncGenerator[list[Event], None]:
         """Batches of events in order, each with a key above the previous: the replay a
         page at a time, then what arrives live. Ends after a job's terminal event; raises
         ``SubscriptionClosed`` when dropped or at shutdown."""

@@ -9,7 +9,7 @@ from sse_jobs.errors import Unauthorized
 from sse_jobs.paths import events_path, job_links
 
 # Routes a stream token may open, by route name; everything else needs an API token.
-JOB_TOKEN_ROUTES = frozenset({"job_events", "job_result"})
+JOB_TOKEN_ROUTES = frozenset({"job_events", "job_ws", "job_result"})
 EVENTS_TOKEN_ROUTES = frozenset({"all_events"})
 
 
@@ -50,6 +50,7 @@ class Access:
         if self.enabled:
             token = self.stream_tokens.issue(job_scope(job_id))
             links["events"] += f"?token={token}"
+            links["ws"] += f"?token={token}"
             links["result"] += f"?token={token}"
         return links
 

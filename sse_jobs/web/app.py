@@ -35,7 +35,7 @@ from sse_jobs.store import Store, store_for
 from sse_jobs.store.base import EventListener
 from sse_jobs.streams.broker import Broker
 from sse_jobs.streams.source import Streams
-from sse_jobs.web import jobs, ops, sse
+from sse_jobs.web import graphql, jobs, ops, sockets, sse, ws
 from sse_jobs.web.access import Access
 from sse_jobs.web.keys import (
     ACCESS,
@@ -51,6 +51,7 @@ from sse_jobs.web.keys import (
     RESULTS,
     RETENTION,
     SETTINGS,
+    SOCKETS,
     STORE,
     STREAMS,
     WEBHOOKS,
@@ -86,12 +87,22 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[RESULTS] = ResultFiles(settings.results_path)
     committed: list[EventListener] = [app[BROKER].publish, app[METRICS].count_events]
     app[COMMITTED] = committed
+    app[SOCKETS] = sockets.Sockets()
     app.on_response_prepare.append(common_headers)
+    app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.extend([_storage, _access, _webhooks, _engine, _retention])
     jobs.add_routes(app)
     sse.add_routes(app)
+    ws.add_routes(app)
+    graphql.add_routes(app)
     ops.add_routes(app)
     return app
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Shutdown: close the WebSockets still open (streams ended already when the broker
+    closed), so that their clients reconnect later instead of waiting for a timeout."""
+    app[SOCKETS].close_all(sockets.SERVICE_RESTART)
 
 
 def _committed(listeners: list[EventListener]) -> EventListener:

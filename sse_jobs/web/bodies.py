@@ -6,8 +6,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
+from sse_jobs.engine.admission import Admission
 from sse_jobs.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from sse_jobs.models import CreateJob
 
 MAX_JSON_DEPTH = 64
 
@@ -62,3 +65,17 @@ def int_param(raw: str | None, name: str, default: int, low: int, high: int) -> 
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
+
+
+def submission(body: Any, admission: Admission, model: type[CreateJob] = CreateJob,
+               what: str = "the request body") -> CreateJob:
+    """A job submission checked against ``model``; 422 with every field's error, those of
+    the params for the type included, all in one answer."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
+                  for err in exc.errors()]
+        if isinstance(body, dict):
+            errors += admission.params_errors(body.get("type"), body.get("params"))
+        raise ValidationFailed(f"{what} is not a valid job submission", errors) from None

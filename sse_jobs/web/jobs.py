@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from sse_jobs.errors import BadRequest, SseJobsError, ValidationFailed
 from sse_jobs.models import BulkSubmission, CreateJob
 from sse_jobs.paths import API
 from sse_jobs.records import JobRecord
 from sse_jobs.states import JobState
-from sse_jobs.web.bodies import csv_param, int_param, json_body
+from sse_jobs.web.bodies import csv_param, int_param, json_body, submission
 from sse_jobs.web.keys import (
     ACCESS,
     ADMISSION,
@@ -67,11 +66,9 @@ async def create_job(request: web.Request) -> web.Response:
     body = await json_body(request)
     if isinstance(body, list):
         return await _create_many(request, body)
-    payload = _submission(request, CreateJob, body, "the request body")
-    if isinstance(payload, ValidationFailed):
-        raise payload
-    record, created = await request.app[ADMISSION].submit(
-        payload, request.headers.get("Idempotency-Key"), named(request))
+    admission = request.app[ADMISSION]
+    record, created = await admission.submit(
+        submission(body, admission), request.headers.get("Idempotency-Key"), named(request))
     resource = _resource(request, record)
     return json_response(resource, 202 if created else 200,
                          {"Location": resource["links"]["self"]})
@@ -86,33 +83,22 @@ async def _create_many(request: web.Request, body: list[Any]) -> web.Response:
     if not 1 <= len(body) <= MAX_BULK:
         raise ValidationFailed(f"a bulk submission has 1 to {MAX_BULK} jobs, not {len(body)}",
                                [{"field": "body", "message": f"1 to {MAX_BULK} items"}])
-    items = [_submission(request, BulkSubmission, item, f"item {n}")
-             for n, item in enumerate(body)]
-    outcomes = await request.app[ADMISSION].submit_many(
-        [(item, None if isinstance(item, ValidationFailed) else item.idempotency_key)
-         for item in items], named(request))
+    admission = request.app[ADMISSION]
+    items: list[tuple[CreateJob | SseJobsError, str | None]] = []
+    for number, item in enumerate(body):
+        try:
+            valid = submission(item, admission, BulkSubmission, f"item {number}")
+        except ValidationFailed as invalid:
+            items.append((invalid, None))
+        else:
+            assert isinstance(valid, BulkSubmission)
+            items.append((valid, valid.idempotency_key))
+    outcomes = await admission.submit_many(items, named(request))
     results = [{"status": outcome.status, "problem": problem_of(outcome)}
                if isinstance(outcome, SseJobsError) else
                {"status": 202 if outcome[1] else 200, "job": _resource(request, outcome[0])}
                for outcome in outcomes]
     return json_response({"results": results}, 207)
-
-
-Submission = TypeVar("Submission", bound=CreateJob)
-
-
-def _submission(request: web.Request, model: type[Submission], body: Any,
-                what: str) -> Submission | ValidationFailed:
-    """``body`` as a submission, or why it is not one: every field's error, the params'
-    too, in one answer."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, err["loc"])) or "body", "message": err["msg"]}
-                  for err in exc.errors()]
-        if isinstance(body, dict):
-            errors += request.app[ADMISSION].params_errors(body.get("type"), body.get("params"))
-        return ValidationFailed(f"{what} is not a valid job submission", errors)
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from sse_jobs.store.base import EventListener, Store
 from sse_jobs.streams.broker import Broker
 from sse_jobs.streams.source import Streams
 from sse_jobs.web.access import Access
+from sse_jobs.web.sockets import Sockets
 from sse_jobs.webhooks.deliveries import Deliveries
 from sse_jobs.webhooks.sender import WebhookSender
 
@@ -36,6 +37,8 @@ STREAMS = web.AppKey("streams", Streams)
 RETENTION = web.AppKey("retention", Retention)
 WEBHOOKS = web.AppKey("webhooks", WebhookSender)
 DELIVERIES = web.AppKey("deliveries", Deliveries)
+# The open WebSocket connections of every channel (closed with 1012 at shutdown).
+SOCKETS = web.AppKey("sockets", Sockets)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Whose jobs this request may see; None: any job its stream token names.

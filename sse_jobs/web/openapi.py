@@ -52,6 +52,13 @@ _EVENTS_DESCRIPTION = (
     "retrying, completed, failed, cancelled) and one line of JSON `data`. Send "
     "`Last-Event-ID` (or `?last_event_id=`) to resume after that id.")
 
+_WS_DESCRIPTION = (
+    "Switching Protocols: a WebSocket with one text frame per event, "
+    '`{"id": N, "event": NAME, "data": {...}}` (the SSE id, event and data); closed with '
+    "1000 after the terminal event, 1013 when the reader falls behind, 1012 at shutdown. "
+    "Refusals are answered before the upgrade. GraphQL is served at /graphql (schema at "
+    "/graphql/schema.graphql).")
+
 
 def build(registry: Registry) -> dict[str, Any]:
     """The whole document, with the request body of each registered job type."""
@@ -138,6 +145,11 @@ def build(registry: Registry) -> dict[str, Any]:
                                "description": "the job is finished and nothing is left"}},
                            problems=(404,)),
             },
+            f"{API}/jobs/{{id}}/ws": {
+                "get": _op("jobWebSocket", "A job's event stream over a WebSocket",
+                           parameters=[job_id, *resume], responses={"101": {
+                               "description": _WS_DESCRIPTION}}, problems=(403, 404, 426)),
+            },
             f"{API}/events": {
                 "get": _op("allEvents", "Every job's events", parameters=resume,
                            responses={"200": _events()}),
@@ -203,7 +215,7 @@ def _op(operation_id: str, summary: str, *, responses: dict[str, Any],
         operation["security"] = []  # open whatever the server's tokens
     else:
         problems = (*problems, 401)
-        if operation_id in {"createJob", "jobEvents", "allEvents"}:
+        if operation_id in {"createJob", "jobEvents", "jobWebSocket", "allEvents"}:
             problems = (*problems, 429, 503)
     for status in problems:
         operation["responses"][str(status)] = {

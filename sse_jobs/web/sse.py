@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 
@@ -16,14 +15,13 @@ from sse_jobs.paths import API
 from sse_jobs.records import Event
 from sse_jobs.streams.broker import SubscriptionClosed
 from sse_jobs.streams.source import NothingToSend, ShuttingDown, StreamSource, parse_resume
+from sse_jobs.web import sending
 from sse_jobs.web.keys import PRINCIPAL, SETTINGS, STREAMS
 
 # Encoded live events kept for the other streams that send the same event in the same
 # framing; larger events (a completed event may carry 64 KiB of result) are not kept.
 LIVE_FRAMES = 2048
 LIVE_FRAME_MAX_DATA = 2048
-# What chunked transfer encoding adds to a write: the size line and its CRLFs.
-CHUNK_OVERHEAD = 32
 RESUME_QUERY = "last_event_id"
 
 
@@ -117,21 +115,7 @@ def _live_frame(ident: int, event: Event) -> bytes:
 async def _send(
     request: web.Request, response: web.StreamResponse, payload: bytes, limit: float
 ) -> None:
-    """Write, but never wait longer than ``limit`` seconds on a peer that stopped reading.
-
-    A write can wait only while writing is paused, which the transport does once its
-    buffer is above the high-water mark, until the peer has read it down to the low one.
-    So the timer is armed only for a write made while paused or that may cross the mark:
-    a timer for every write was the costliest step of fanning an event out to many streams.
-    """
-    transport, protocol = request.transport, request.protocol
-    if transport is not None and not protocol.writing_paused:
-        _low, high = transport.get_write_buffer_limits()
-        if transport.get_write_buffer_size() + len(payload) + CHUNK_OVERHEAD <= high:
-            await response.write(payload)
-            return
-    async with asyncio.timeout(limit):
-        await response.write(payload)
+    await sending.bounded(request, response.write(payload), len(payload), limit)
 
 
 def _abort(request: web.Request) -> None:

@@ -146,6 +146,8 @@ async def test_openapi_document_is_valid_and_matches_the_resources(
     assert document["openapi"] == "3.1.0"
     events = document["paths"]["/api/v1/jobs/{id}/events"]["get"]["responses"]["200"]
     assert "text/event-stream" in events["content"]
+    socket = document["paths"]["/api/v1/jobs/{id}/ws"]["get"]["responses"]
+    assert {"101", "401", "404", "426", "429", "503"} <= set(socket)
     assert "CreateJob" in document["components"]["schemas"]
 
     job = await submit(server, "echo", {"value": [1, "two"]})

@@ -117,6 +117,7 @@ async def test_completed_job_is_announced_once_signed_and_after_its_event_is_sto
     assert payload == {"type": "job.completed", "job_id": job["id"], "state": "completed",
                        "links": {"self": f"/api/v1/jobs/{job['id']}",
                                  "events": f"/api/v1/jobs/{job['id']}/events",
+                                 "ws": f"/api/v1/jobs/{job['id']}/ws",
                                  "cancel": f"/api/v1/jobs/{job['id']}/cancel",
                                  "result": f"/api/v1/jobs/{job['id']}/result"}}
     assert headers["webhook-id"] == f"{job['id']}.{read.ids[-1]}"
