@@ -16,10 +16,34 @@ from sse_jobs.errors import ValidationFailed
 MAX_URL = 2048
 
 
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through a translation or tunnel: mapped
+    (``::ffff:a.b.c.d``), compatible (``::a.b.c.d``), NAT64 (``64:ff9b::a.b.c.d``) or
+    6to4 (``2002:AABB:CCDD::``). Routers and dual-stack sockets deliver these to the IPv4
+    host, so ``[64:ff9b::7f00:1]`` is loopback however global its IPv6 form looks."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _IPV4_COMPATIBLE or ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _forbidden(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:  # RFC 8215: translators a site runs for itself
+            return True
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return not ip.is_global or ip.is_multicast
 
 

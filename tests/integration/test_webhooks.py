@@ -281,7 +281,13 @@ async def test_every_event_with_callback_events_all(
                                  "http://localhost/x", "ftp://example.com/x", "not a url",
                                  "http://user:pw@example.com/x", "http://example.com:99999/",
                                  "http://example.com:abc/", "http://[::1/x", "http://a..com/",
-                                 f"http://{'a' * 64}.com/"])
+                                 f"http://{'a' * 64}.com/",
+                                 # IPv4 reached through IPv6: compatible, mapped, NAT64 (the
+                                 # well-known and the local-use prefix) and 6to4 forms
+                                 "http://[::127.0.0.1]/x", "http://[::ffff:10.0.0.1]/x",
+                                 "http://[64:ff9b::7f00:1]/x", "http://[64:ff9b:1::7f00:1]/x",
+                                 "http://[64:ff9b:1::808:808]/x", "http://[2002:7f00:1::]/x",
+                                 "http://[2002:a9fe:a9fe::1]/x", "http://[::]/x"])
 async def test_private_or_malformed_callback_urls_are_refused(
     server: Server, http: aiohttp.ClientSession, url: str
 ) -> None:
