@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from sse_jobs import logs
-from sse_jobs.errors import SseJobsError, Unauthorized, ValidationFailed
+from sse_jobs.errors import BadRequest, SseJobsError, Unauthorized, ValidationFailed
 from sse_jobs.web.keys import ACCESS, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 
 log = logging.getLogger("sse_jobs.web")
@@ -80,12 +80,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except SseJobsError as exc:
-        response = web.Response(status=exc.status, body=orjson.dumps(problem_of(exc)),
-                                content_type=PROBLEM_TYPE)
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = 'Bearer realm="sse-jobs"'
+        return problem_response(exc)
+    except web.RequestPayloadError as exc:
+        # The body failed while being read: a Content-Encoding it does not match, or a
+        # connection that ended inside it. The client's fault, and nothing was stored.
+        reason = " ".join(str(getattr(exc.__cause__, "message", exc)).split())
+        response = problem_response(BadRequest(f"the body could not be read: {reason}"))
+        # The rest of this body cannot be decoded: end it here, so that aiohttp does not
+        # read on after the response (and log the same error again as unhandled), and
+        # close the connection rather than parse what follows as a next request.
+        request.content.feed_eof()
+        response.force_close()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -109,6 +114,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             request.headers.get("Authorization"), request.query.get("token"), route,
             request.match_info.get("id"))
     return await handler(request)
+
+
+def problem_response(exc: SseJobsError) -> web.Response:
+    response = web.Response(status=exc.status, body=orjson.dumps(problem_of(exc)),
+                            content_type=PROBLEM_TYPE)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="sse-jobs"'
+    return response
 
 
 def problem_of(exc: SseJobsError) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -147,6 +149,30 @@ async def test_malformed_json_body_is_400(
         body = await problem_of(response, 400)
     assert "JSON" in body["detail"]
     assert await job_count(http, server) == 0
+
+
+@pytest.mark.parametrize(("encoding", "raw"), [
+    ("gzip", b'{"type": "echo", "params": {}}'),
+    ("deflate", b'{"type": "echo", "params": {}}'),
+    ("gzip", gzip.compress(b'{"type": "echo", "params": {}}')[:-12]),
+    ("gzip", b"\x1f\x8b\x08\x00garbage"),
+], ids=["gzip-plain-body", "deflate-plain-body", "gzip-truncated", "gzip-bad-stream"])
+async def test_a_body_that_does_not_match_its_content_encoding_is_400(
+    server: Server, http: aiohttp.ClientSession, encoding: str, raw: bytes,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {**JSON, "Content-Encoding": encoding}
+    async with await post_raw(http, server, raw, headers) as response:
+        body = await problem_of(response, 400)
+    assert body["detail"].startswith(("the body could not be read", "the body is not valid JSON"))
+    assert await job_count(http, server) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_gzip_body_is_read(server: Server, http: aiohttp.ClientSession) -> None:
+    raw = gzip.compress(b'{"type": "echo", "params": {"value": 1}}')
+    async with await post_raw(http, server, raw, {**JSON, "Content-Encoding": "gzip"}) as response:
+        assert response.status == 202
 
 
 async def test_unclosed_deep_json_is_refused_without_a_job(
