@@ -38,6 +38,9 @@ IDLE_WAIT = 60.0
 HOLD_MARGIN = 5.0
 WAKE_THROTTLE = 0.05  # at most this often does a burst of commits make it look for work
 FINAL_4XX = frozenset(range(400, 500)) - {408, 429}
+# Of a receiver's answer only the status counts; reading a little of the body lets a
+# small answer free its connection for reuse, while a huge one is cut off, not buffered.
+ANSWER_PREFIX = 16 * 1024
 
 
 def new_secret() -> str:
@@ -156,7 +159,7 @@ class WebhookSender:
         try:
             async with self._session.post(delivery.url, data=body, headers=headers,
                                           allow_redirects=False) as response:
-                await response.read()
+                await response.content.read(ANSWER_PREFIX)
                 retry_after = _seconds(response.headers.get("Retry-After"))
                 error = None if response.status < 300 else f"HTTP {response.status}"
                 return response.status, error, retry_after

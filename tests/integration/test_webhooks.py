@@ -48,8 +48,10 @@ class Receiver:
     answer: Callable[[int], Any] = lambda n: web.Response(status=204)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     on_receive: Callable[[dict[str, Any]], Any] | None = None
+    current: web.Request | None = None  # the request being answered
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.current = request
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         assert spec_verify(headers, body), headers
@@ -296,6 +298,39 @@ async def test_private_or_malformed_callback_urls_are_refused(
         assert response.status == 422
         problem = await response.json()
     assert problem["errors"][0]["field"] == "callback_url"
+
+
+async def test_a_receiver_answering_a_huge_body_is_read_only_a_prefix(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """A receiver may answer with anything; the sender reads a bounded prefix and hangs
+    up, so an answer of hundreds of MiB costs neither memory nor time."""
+    total, chunk = 256 * 2**20, b"x" * 2**16
+    written: list[int] = []
+    finished = asyncio.Event()
+
+    async def flood(n: int) -> web.StreamResponse:
+        assert receiver.current is not None
+        response = web.StreamResponse(status=200)
+        response.content_length = total
+        await response.prepare(receiver.current)
+        sent = 0
+        try:
+            while sent < total:
+                await response.write(chunk)
+                sent += len(chunk)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        written.append(sent)
+        finished.set()
+        return response
+
+    receiver.answer = flood
+    server = await make_server(**{**FAST, "webhook_timeout": 30})
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    await settled(http, server, job["id"], "delivered")
+    await asyncio.wait_for(finished.wait(), 30)
+    assert written[0] < total // 4, f"the sender read {written[0]} bytes of the answer"
 
 
 async def test_a_hanging_receiver_does_not_hold_up_others(
