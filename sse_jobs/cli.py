@@ -6,13 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sse_jobs import config
+from sse_jobs import __version__, config
 from sse_jobs.client import commands as client_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sse-jobs", description="Long-running requests as jobs with live SSE progress.")
+    parser.add_argument("--version", action="version", version=f"sse-jobs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     config.build_parser(commands.add_parser(
         "serve", help="run the server (an API node)", description="Run the sse-jobs server: "

@@ -59,6 +59,8 @@ class Settings:
     # Access
     api_tokens_file: Path | None = None
     api_tokens: str | None = field(default=None, repr=False)  # name:token,name:token
+    # A Bearer token for /metrics alone; unset with API tokens on, any API token will do.
+    metrics_token: str | None = field(default=None, repr=False)
     stream_token_ttl: float = 86400.0
     max_active_per_principal: int = 1000
     submissions_per_minute: int = 600
@@ -170,6 +172,12 @@ def _positive_duration(text: str) -> float:
     return value
 
 
+def _token(text: str) -> str:
+    if len(text.strip()) < 16:  # the message never repeats the token
+        raise argparse.ArgumentTypeError("must be at least 16 characters")
+    return text.strip()
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in {"debug", "info", "warning", "error"}:
         raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
@@ -226,6 +234,8 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "max-body": (_positive_int, "largest request body in bytes"),
     "api-tokens-file": (Path, "file of name:token lines; with tokens every /api call needs one"),
     "api-tokens": (str, "name:token,name:token (prefer the file: env is visible to others)"),
+    "metrics-token": (_token, "Bearer token /metrics requires (default: open without API "
+                              "tokens, any API token with them)"),
     "stream-token-ttl": (_positive_duration, "lifetime of the stream tokens in job links"),
     "max-active-per-principal": (_positive_int, "queued+processing jobs per token (429)"),
     "submissions-per-minute": (_positive_int, "submissions per token per minute (429)"),
@@ -243,6 +253,8 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
 
 # Flags that may be given more than once; the environment lists them comma separated.
 _REPEATABLE = {"jobs", "cors-origin"}
+# Flags whose values are secrets: an error about one does not repeat it.
+_SECRETS = {"api-tokens", "metrics-token", "webhook-secret"}
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -298,7 +310,8 @@ def _from_env(name: str, kind: Callable[[str], Any] | None, raw: str) -> Any:
     try:
         return kind(raw)
     except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise SystemExit(f"sse-jobs: {env}={raw!r} is not valid: {exc}") from None
+        shown = "<hidden>" if name in _SECRETS else repr(raw)  # secrets are never written out
+        raise SystemExit(f"sse-jobs: {env}={shown} is not valid: {exc}") from None
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:

@@ -17,11 +17,17 @@ import orjson
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SHOWN = "sse_jobs_shown"
+_IDS = ("request_id", "job_id", "principal")  # what a line is about, when it says
 
 
 def job_extra(job_id: str) -> dict[str, Any]:
     """``extra=`` for a log call about one job."""
     return {"job_id": job_id}
+
+
+def principal_extra(principal: str | None) -> dict[str, Any]:
+    """``extra=`` for an access-log line: the authenticated name, when there is one."""
+    return {"principal": principal} if principal else {}
 
 
 class _ContextFilter(logging.Filter):
@@ -33,7 +39,8 @@ class _ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message", "request_id"?, "job_id"?, "error"?}``."""
+    """``{"time", "level", "logger", "message", "request_id"?, "job_id"?, "principal"?,
+    "error"?}``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -43,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "job_id"):
+        for key in _IDS:
             value = getattr(record, key, None)
             if value is not None:
                 line[key] = value
@@ -60,7 +67,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        ids = [f"{key}={value}" for key in ("request_id", "job_id")
+        ids = [f"{key}={value}" for key in _IDS
                if (value := getattr(record, key, None)) is not None]
         suffix = f" [{' '.join(ids)}]" if ids else ""
         if hasattr(record, _SHOWN):

@@ -107,6 +107,25 @@ class JobTypes(BaseModel):
     job_types: list[JobTypeInfo]
 
 
+class JobCount(BaseModel):
+    type: str
+    state: StateName
+    count: int = Field(ge=1)
+
+
+class JobCounts(BaseModel):
+    """How many jobs the caller has of each type and state (pairs with none are left out)."""
+
+    counts: list[JobCount]
+
+
+class Whoami(BaseModel):
+    """Who the caller is: the principal of its API token; null when the server has none."""
+
+    principal: str | None
+    tokens: bool = Field(description="whether the server requires API tokens")
+
+
 class FieldError(BaseModel):
     field: str
     message: str

@@ -5,6 +5,7 @@
 import { API, api, onUnauthorized, token } from "./api.js";
 import { $ } from "./dom.js";
 import { DetailView } from "./detail.js";
+import { Filters } from "./filters.js";
 import { SubmitForm } from "./form.js";
 import { JobStore, JobTable } from "./jobs.js";
 
@@ -13,12 +14,24 @@ const EVENTS = ["queued", "processing", "progress", "retrying", "completed", "fa
 const PAGE = 50;
 
 const store = new JobStore();
-const table = new JobTable(store, { onOpen: (id) => { location.hash = jobHash(id); } });
-const detail = new DetailView(store, { onClose: () => {
-  if (location.hash.startsWith("#/jobs/")) {
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-} });
+const filters = new Filters();
+const openJob = (id) => { location.hash = jobHash(id); };
+const table = new JobTable(store, { onOpen: openJob, matches: (job) => filters.matches(job),
+  filtered: () => filters.active });
+const detail = new DetailView(store, {
+  onClose: () => {
+    if (location.hash.startsWith("#/jobs/")) {
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  },
+  onRerun: openJob,
+  onDeleted: () => filters.load(),
+});
+// A job that changes state changes the counts beside the filters (progress does not).
+store.addEventListener("change", (e) => {
+  if (e.detail.event && e.detail.event.event !== "progress") filters.changed();
+});
+filters.addEventListener("change", () => refresh());
 const form = new SubmitForm({ onSubmitted: (job) => store.upsert(job) });
 
 const jobHash = (id) => `#/jobs/${encodeURIComponent(id)}`;
@@ -81,11 +94,14 @@ class GlobalStream {
 
 const stream = new GlobalStream();
 let nextCursor = null;
+let listings = 0;  // the newest listing wins: a slower, older one (other filters) is dropped
 
 /** List the newest jobs and follow the global stream from the moment of the listing. */
 async function refresh() {
+  const listing = ++listings;
   try {
-    const page = await api(`${API}/jobs?limit=${PAGE}`);
+    const page = await api(`${API}/jobs?limit=${PAGE}${filters.query()}`);
+    if (listing !== listings) return;
     store.clear();
     $("jobs-error").hidden = true;
     $("jobs-loading").hidden = true;
@@ -93,8 +109,11 @@ async function refresh() {
     table.summarise();
     setCursor(page.next);
     stream.open(page.links.events);
+    filters.load();
+    showWho();
     if (!form.types.size) loadForm();  // the server was not there when the page opened
   } catch (error) {
+    if (listing !== listings) return;
     connection("reconnecting");
     $("jobs-error").textContent = `Could not list the jobs: ${error.message} Trying again…`;
     $("jobs-error").hidden = false;
@@ -113,7 +132,8 @@ async function loadMore() {
   const button = $("load-more");
   button.disabled = true;
   try {
-    const page = await api(`${API}/jobs?limit=${PAGE}&cursor=${encodeURIComponent(nextCursor)}`);
+    const page = await api(`${API}/jobs?limit=${PAGE}&cursor=${encodeURIComponent(nextCursor)}`
+      + filters.query());
     page.jobs.forEach((job) => store.upsert(job));
     setCursor(page.next);
   } catch (error) {
@@ -125,6 +145,18 @@ async function loadMore() {
 }
 
 // -- signing in (only when the server answers 401) ------------------------------------
+
+/** Say who is signed in; with no API tokens on the server there is nobody to sign out. */
+async function showWho() {
+  try {
+    const me = await api(`${API}/whoami`);
+    $("signed-in").textContent = me.tokens ? `Signed in as ${me.principal}` : "";
+    $("signed-in").hidden = !me.tokens;
+    $("sign-out").hidden = !me.tokens;
+  } catch (error) {
+    console.warn("could not ask who is signed in", error);
+  }
+}
 
 function askForToken(refused) {
   const dialog = $("signin");
@@ -147,7 +179,6 @@ function askForToken(refused) {
       token.set(value);
       $("signin-form").removeEventListener("submit", submit);
       dialog.close();
-      $("sign-out").hidden = false;
       resolve();
     };
     $("signin-form").addEventListener("submit", submit);
@@ -163,7 +194,6 @@ $("sign-out").addEventListener("click", () => {
   location.reload();
 });
 onUnauthorized(askForToken);
-$("sign-out").hidden = !token.get();
 
 // -- routing: #/jobs/ID opens a job's details -----------------------------------------
 

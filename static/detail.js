@@ -1,9 +1,10 @@
-// The job detail view: facts, result or error, a cancel button, and the job's full event
-// history replayed from its own stream (links.events) and then followed live.
+// The job detail view: facts, result or error, cancel, re-run and delete buttons, and the
+// job's full event history replayed from its own stream (links.events) and then followed live.
 
-import { ApiError, api } from "./api.js";
+import { API, ApiError, api } from "./api.js";
 import {
-  $, ACTIVE, TERMINAL, clock, duration, el, errorText, localTime, percent, span,
+  $, ACTIVE, TERMINAL, announce, clock, duration, el, errorText, localTime, percent, shortId,
+  span,
 } from "./dom.js";
 import { badge, setBar, statusLine } from "./jobs.js";
 
@@ -39,8 +40,12 @@ function describe(event) {
 const capital = (text) => text[0].toUpperCase() + text.slice(1);
 
 export class DetailView {
-  constructor(store, { onClose }) {
+  constructor(store, { onClose, onRerun, onDeleted }) {
     this.store = store;
+    this.onRerun = onRerun;
+    this.onDeleted = onDeleted;
+    this.busy = false;  // a re-run or delete is under way
+    this.confirmDelete = false;
     this.dialog = $("detail");
     this.id = null;
     this.stream = null;
@@ -57,6 +62,9 @@ export class DetailView {
       if (e.target === this.dialog) this.dialog.close();
     });
     $("detail-cancel").addEventListener("click", () => this.cancel());
+    $("detail-rerun").addEventListener("click", () => this.rerun());
+    $("detail-delete").addEventListener("click", () => this.remove());
+    $("detail-copy").addEventListener("click", () => this.copyId());
     store.addEventListener("change", (e) => {
       if (e.detail.job.id === this.id) this.render(e.detail.job);
     });
@@ -69,6 +77,8 @@ export class DetailView {
     this.id = id;
     this.lastSeq = 0;
     this.cancelling = false;
+    this.busy = false;
+    this.confirmDelete = false;
     $("detail-history").replaceChildren();
     $("detail-action-status").textContent = "";
     const known = this.store.jobs.get(id);
@@ -100,7 +110,8 @@ export class DetailView {
     $("detail-state").textContent = "";
     $("detail-percent").textContent = "";
     $("detail-message").textContent = "Loading…";
-    for (const part of ["detail-cancel", "detail-download", "detail-error", "detail-result"]) {
+    for (const part of ["detail-cancel", "detail-rerun", "detail-delete", "detail-download",
+      "detail-error", "detail-result"]) {
       $(part).hidden = true;
     }
   }
@@ -122,6 +133,13 @@ export class DetailView {
     cancel.hidden = !ACTIVE.has(job.state);
     cancel.disabled = this.cancelling;
     cancel.textContent = this.cancelling ? "Cancelling…" : "Cancel job";
+    const rerun = $("detail-rerun");
+    rerun.hidden = job.state !== "failed" && job.state !== "cancelled";
+    rerun.disabled = this.busy;
+    const remove = $("detail-delete");
+    remove.hidden = !TERMINAL.has(job.state);
+    remove.disabled = this.busy;
+    remove.textContent = this.confirmDelete ? "Delete for good?" : "Delete job";
     this.renderOutcome(job);
     this.renderFacts(job);
     $("detail-params").textContent = JSON.stringify(job.params, null, 2);
@@ -206,6 +224,75 @@ export class DetailView {
       el("span", { class: `badge badge-small badge-${event.event}` }, event.event),
       el("span", { class: "history-text" }, describe(event)));
     $("detail-history").append(item);
+  }
+
+  /** Submit a failed or cancelled job again; the new job's details replace these. */
+  async rerun() {
+    const job = this.store.jobs.get(this.id);
+    if (!job || this.busy) return;
+    const status = $("detail-action-status");
+    this.busy = true;
+    this.render(job);
+    status.textContent = "Submitting it again…";
+    try {
+      const fresh = this.store.upsert(await api(
+        `${API}/jobs/${encodeURIComponent(job.id)}/rerun`, { method: "POST" }));
+      status.textContent = `Re-run as job ${shortId(fresh.id)}.`;
+      announce(`Re-run as ${fresh.type} job ${shortId(fresh.id)}.`);
+      this.onRerun(fresh.id);
+    } catch (error) {
+      status.textContent = `Could not re-run: ${error.message}`;
+    } finally {
+      this.busy = false;
+      const current = this.store.jobs.get(this.id);
+      if (current) this.render(current);
+    }
+  }
+
+  /** Delete a finished job; the first click asks, the second deletes. */
+  async remove() {
+    const job = this.store.jobs.get(this.id);
+    if (!job || this.busy) return;
+    const status = $("detail-action-status");
+    if (!this.confirmDelete) {
+      this.confirmDelete = true;
+      status.textContent = "This removes the job, its events and its result. Click again to "
+        + "delete it.";
+      this.render(job);
+      return;
+    }
+    this.busy = true;
+    this.render(job);
+    try {
+      await api(job.links.self, { method: "DELETE" });
+      announce(`${job.type} job ${shortId(job.id)} deleted.`);
+      this.close();
+      this.store.remove(job.id);
+      this.onDeleted(job.id);
+    } catch (error) {
+      this.busy = false;
+      this.confirmDelete = false;
+      status.textContent = error instanceof ApiError && error.status === 404
+        ? "This job was already deleted." : `Could not delete: ${error.message}`;
+      this.render(this.store.jobs.get(this.id) || job);
+    }
+  }
+
+  /** Copy the full id; where the clipboard is not offered (a page not served over HTTPS or
+   * from loopback), select it so that the usual copy keys take it. */
+  async copyId() {
+    const status = $("detail-action-status");
+    try {
+      await navigator.clipboard.writeText(this.id);
+      status.textContent = "Copied the job id.";
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents($("detail-id"));
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      status.textContent = "The id is selected: press Ctrl+C (⌘C) to copy it.";
+    }
   }
 
   async cancel() {

@@ -10,7 +10,8 @@ import {
  * is the next one after its `last_event_id`, or through a fresh copy of its resource
  * that is at least as new; so duplicates are ignored, and a gap (which would mean a
  * missed event) is healed by fetching the job again.
- * Dispatches "change" (detail: {job, event}) whenever a job is added or changes.
+ * Dispatches "change" (detail: {job, event}) whenever a job is added or changes, and
+ * "remove" (detail: {id}) when one is deleted.
  */
 export class JobStore extends EventTarget {
   constructor() {
@@ -23,6 +24,11 @@ export class JobStore extends EventTarget {
     this.jobs.clear();
     this.fetching.clear();
     this.dispatchEvent(new CustomEvent("reset"));
+  }
+
+  /** Forget a deleted job. */
+  remove(id) {
+    if (this.jobs.delete(id)) this.dispatchEvent(new CustomEvent("remove", { detail: { id } }));
   }
 
   /** Take a job resource; an older copy than the one held is ignored. */
@@ -161,11 +167,13 @@ export function badge(node, state) {
   node.textContent = state;
 }
 
-/** The jobs table: one row per job, newest first, updated in place. */
+/** The jobs table: one row per job that `matches`, newest first, updated in place. */
 export class JobTable {
-  constructor(store, { onOpen }) {
+  constructor(store, { onOpen, matches = () => true, filtered = () => false }) {
     this.store = store;
     this.onOpen = onOpen;
+    this.matches = matches;
+    this.filtered = filtered;
     this.body = $("jobs-body");
     this.rows = new Map();  // id -> {row, cells}
     store.addEventListener("change", (e) => this.render(e.detail.job, e.detail.event));
@@ -173,6 +181,7 @@ export class JobTable {
       this.body.replaceChildren();
       this.rows.clear();
     });
+    store.addEventListener("remove", (e) => this.drop(e.detail.id));
     this.body.addEventListener("click", (e) => {
       const row = e.target.closest("tr[data-id]");
       if (row && !e.target.closest("a, button")) this.onOpen(row.dataset.id);
@@ -180,6 +189,10 @@ export class JobTable {
   }
 
   render(job, event) {
+    if (!this.matches(job)) {
+      this.drop(job.id);  // e.g. it left the state the table is filtered by
+      return;
+    }
     let entry = this.rows.get(job.id);
     if (!entry) {
       entry = this.createRow(job);
@@ -199,6 +212,13 @@ export class JobTable {
     if (event && before !== job.state && TERMINAL.has(job.state)) {
       announce(`${job.type} job ${shortId(job.id)} ${job.state}.`);
     }
+    this.summarise();
+  }
+
+  drop(id) {
+    const entry = this.rows.get(id);
+    if (entry) entry.row.remove();
+    this.rows.delete(id);
     this.summarise();
   }
 
@@ -262,7 +282,9 @@ export class JobTable {
     if (counts.processing) parts.push(`${counts.processing} running`);
     if (counts.queued) parts.push(`${counts.queued} queued`);
     $("jobs-summary").textContent = parts.join(" · ");
-    $("jobs-empty").hidden = this.store.jobs.size > 0 || !$("jobs-loading").hidden;
+    const nothing = this.rows.size === 0 && $("jobs-loading").hidden;
+    $("jobs-empty").hidden = !nothing || this.filtered();
+    $("jobs-none-match").hidden = !nothing || !this.filtered();
     document.title = counts.processing ? `(${counts.processing}) sse-jobs` : "sse-jobs";
   }
 }

@@ -59,6 +59,7 @@ __all__ = [
     "Backoff",
     "Client",
     "JobEvent",
+    "ResultBody",
     "SseJobsClientError",
     "StreamUnavailable",
     "SyncClient",
@@ -129,6 +130,19 @@ class JobEvent:
     @property
     def state(self) -> str:
         return str(self.data.get("state", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ResultBody:
+    """A completed job's result as the server sent it: its bytes and content type."""
+
+    body: bytes
+    content_type: str
+
+    @property
+    def is_json(self) -> bool:
+        """Whether it is the job's JSON result rather than a file it wrote."""
+        return self.content_type == "application/json"
 
 
 @dataclass
@@ -246,6 +260,11 @@ class Client:
     async def job_types(self) -> JobTypes:
         """The registered job types with their params' JSON Schema and defaults."""
         return await self._model(JobTypes, "GET", "/job-types")
+
+    async def result(self, job_id: str) -> ResultBody:
+        """A completed job's result in memory, with its content type (JSON or a file's)."""
+        async with self._open("GET", self.url + API + f"/jobs/{job_id}/result") as response:
+            return ResultBody(await response.read(), response.content_type)
 
     @overload
     async def download_result(self, job_id: str) -> bytes: ...
@@ -493,6 +512,10 @@ class SyncClient:
     def job_types(self) -> JobTypes:
         """See ``Client.job_types``."""
         return self._run(self._client.job_types())
+
+    def result(self, job_id: str) -> ResultBody:
+        """See ``Client.result``."""
+        return self._run(self._client.result(job_id))
 
     @overload
     def download_result(self, job_id: str) -> bytes: ...

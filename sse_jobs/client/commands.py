@@ -1,4 +1,5 @@
-"""The client sub-commands of ``sse-jobs``: submit, watch, jobs, cancel, result, types.
+"""The client sub-commands of ``sse-jobs``: submit, watch, jobs, show, cancel, rerun, delete,
+result, types.
 
 Exit codes: 0 completed (or done), 1 failed (or the server refused the request),
 2 usage (also a request the server found invalid: 400, 422), 3 cancelled,
@@ -14,6 +15,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel
@@ -42,6 +44,7 @@ async def submit(client: Client, args: argparse.Namespace) -> int:
     """Submit a job and print its id, or follow it to the end with ``--follow``."""
     job = await client.submit(args.type, dict(args.params), priority=args.priority,
                               timeout=args.timeout, max_attempts=args.max_attempts,
+                              callback_url=args.callback_url,
                               idempotency_key=args.idempotency_key)
     if args.follow:
         return await follow(client, job, args.json)
@@ -72,6 +75,12 @@ async def jobs(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def show(client: Client, args: argparse.Namespace) -> int:
+    """Print a job's resource as one line of JSON, the way the API returns it."""
+    print(_json(await client.get(args.id)), flush=True)
+    return EXIT_OK
+
+
 async def cancel(client: Client, args: argparse.Namespace) -> int:
     """Cancel a job: a queued one at once, a running one is asked to stop."""
     job = await client.cancel(args.id)
@@ -80,14 +89,32 @@ async def cancel(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def rerun(client: Client, args: argparse.Namespace) -> int:
+    """Submit a failed or cancelled job again, as a new job: print the new job's id."""
+    # The server's ``POST /jobs/ID/rerun`` answers 202 with the new job.
+    job = await client._model(Job, "POST", f"/jobs/{quote(args.id, safe='')}/rerun")
+    print(_json(job) if args.json else job.id, flush=True)
+    return EXIT_OK
+
+
+async def delete(client: Client, args: argparse.Namespace) -> int:
+    """Remove a finished job with its events and result files."""
+    await client.delete(args.id)
+    print(f"{args.id} deleted", flush=True)
+    return EXIT_OK
+
+
 async def result(client: Client, args: argparse.Namespace) -> int:
     """Download a completed job's result to ``-o FILE``, or write it to stdout."""
     if args.output is not None:
         await client.download_result(args.id, args.output)
         return EXIT_OK
-    body = await client.download_result(args.id)
+    found = await client.result(args.id)
+    body = found.body
     sys.stdout.buffer.write(body)
-    if sys.stdout.isatty() and not body.endswith(b"\n"):
+    # A JSON result is a line of text, so it ends like one; a file's bytes are left as
+    # they are in a pipe (they may be binary), with a newline added only on a terminal.
+    if not body.endswith(b"\n") and (found.is_json or sys.stdout.isatty()):
         sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()
     return EXIT_OK
@@ -207,6 +234,8 @@ def describe(event: JobEvent) -> str:
         then = f"; next: attempt {data.get('attempt')} at {data.get('retry_at')}" if (
             event.event == "retrying") else ""
         return f"{error.get('type', 'error')}: {error.get('message', '')}{then}"
+    if event.event == "cancelled":
+        return str((data.get("error") or {}).get("message") or "")
     if event.event == "completed":
         shown = orjson.dumps(data.get("result")).decode()
         return shown if len(shown) <= SHOWN_RESULT else f"result at {data.get('result_url')}"
@@ -254,6 +283,8 @@ def add_commands(commands: SubParsers) -> None:
     p.add_argument("--timeout", type=float, help="seconds an attempt may run")
     p.add_argument("--max-attempts", type=int, help="attempts before the job fails")
     p.add_argument("--idempotency-key", help="a retry with the same key returns the same job")
+    p.add_argument("--callback-url", metavar="URL",
+                   help="the server POSTs a signed webhook here when the job ends")
     p.add_argument("-f", "--follow", action="store_true",
                    help="show progress until the job finishes; the exit code tells how")
     add("watch", watch, "follow a job until it finishes", as_json).add_argument("id")
@@ -263,7 +294,10 @@ def add_commands(commands: SubParsers) -> None:
     p.add_argument("--type", action="append", help="only jobs of this type (repeatable)")
     p.add_argument("--limit", type=int, default=20, help="jobs to show (default 20)")
     p.add_argument("--cursor", help="the next page, as printed after a full one")
+    add("show", show, "print a job as JSON").add_argument("id")
     add("cancel", cancel, "cancel a job", as_json).add_argument("id")
+    add("rerun", rerun, "submit a failed or cancelled job again", as_json).add_argument("id")
+    add("delete", delete, "remove a finished job and its results").add_argument("id")
     p = add("result", result, "download a completed job's result")
     p.add_argument("id")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")

@@ -72,6 +72,6 @@ class Jobs:
             raise Conflict(f"the result file of job {record.id} is no longer there")
         return path
 
-    async def counts(self) -> list[tuple[str, str, int]]:
-        """How many jobs there are of each (type, state)."""
-        return await self._store.job_counts()
+    async def counts(self, principal: str | None = None) -> list[tuple[str, str, int]]:
+        """How many jobs there are of each (type, state): of everyone, or of ``principal``."""
+        return await self._store.job_counts(principal)

@@ -147,8 +147,8 @@ class Store(ABC):
 
 
     @abstractmethod
-    async def job_counts(self) -> list[tuple[str, str, int]]:
-        """How many jobs there are of each (type, state)."""
+    async def job_counts(self, principal: str | None = None) -> list[tuple[str, str, int]]:
+        """How many jobs there are of each (type, state): of everyone, or of ``principal``."""
 
     @abstractmethod
     async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:

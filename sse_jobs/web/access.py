@@ -19,6 +19,7 @@ class Access:
 
     api_tokens: ApiTokens
     stream_tokens: StreamTokens
+    metrics_token: ApiTokens  # empty: none of its own (see ``metrics``)
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +44,17 @@ class Access:
                 return name
         raise Unauthorized("send Authorization: Bearer <API token>; streams and results also "
                            "open with the token in the links the API returns")
+
+    def metrics(self, authorization: str | None) -> None:
+        """Admit a scrape of /metrics: with a metrics token, only that token; else with API
+        tokens, any of them (the counts by type say what principals run); else anyone.
+        Raises ``Unauthorized``."""
+        if self.metrics_token.enabled:
+            if self.metrics_token.principal(authorization) is None:
+                raise Unauthorized("send Authorization: Bearer <metrics token>")
+        elif self.enabled and self.api_tokens.principal(authorization) is None:
+            raise Unauthorized("send Authorization: Bearer <API token> (or configure "
+                               "--metrics-token for the scraper)")
 
     def job_links(self, job_id: str) -> dict[str, str]:
         """The job's links; with auth on, those a browser opens carry a stream token."""

@@ -127,7 +127,9 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     tokens = load_tokens(settings.api_tokens_file, settings.api_tokens)
     key = await store.secret("stream-token-key", lambda: secrets.token_bytes(32))
-    app[ACCESS] = Access(ApiTokens(tokens), StreamTokens(key, settings.stream_token_ttl))
+    metrics = {settings.metrics_token: "metrics"} if settings.metrics_token else {}
+    app[ACCESS] = Access(ApiTokens(tokens), StreamTokens(key, settings.stream_token_ttl),
+                         ApiTokens(metrics))
     yield
 
 

@@ -46,6 +46,8 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{API}/jobs/{{id}}/cancel", cancel_job),
         web.get(f"{API}/jobs/{{id}}/result", get_result, allow_head=False, name="job_result"),
         web.get(f"{API}/job-types", job_types, allow_head=False),
+        web.get(f"{API}/job-counts", job_counts, allow_head=False),
+        web.get(f"{API}/whoami", whoami, allow_head=False),
         web.get(f"{API}/jobs/{{id}}/deliveries", list_deliveries, allow_head=False),
         web.post(f"{API}/jobs/{{id}}/deliveries/{{delivery}}/retry", retry_delivery),
     ])
@@ -157,6 +159,20 @@ def _attachment(name: str) -> str:
 
 async def job_types(request: web.Request) -> web.Response:
     return json_response({"job_types": [job_type_resource(t) for t in request.app[JOB_TYPES]]})
+
+
+async def job_counts(request: web.Request) -> web.Response:
+    """The caller's jobs counted by type and state: what a dashboard's filters show."""
+    counts = sorted(await request.app[JOBS].counts(named(request)))
+    return json_response({"counts": [{"type": job_type, "state": state, "count": count}
+                                     for job_type, state, count in counts]})
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The principal the caller's token names (null in open mode), so a page can say who
+    is signed in."""
+    return json_response({"principal": named(request) or None,
+                          "tokens": request.app[ACCESS].enabled})
 
 
 async def list_deliveries(request: web.Request) -> web.Response:

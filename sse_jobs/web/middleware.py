@@ -47,8 +47,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         request.app[METRICS].requests.labels(route, request.method, str(status)).observe(elapsed)
-        # The path only: query strings may carry stream tokens.
-        access_log.info("%s %s %d %.1fms", request.method, request.path, status, elapsed * 1000)
+        # The path only: query strings may carry stream tokens. The principal is the
+        # token's name, never the token; open mode has none to name.
+        access_log.info("%s %s %d %.1fms", request.method, request.path, status,
+                        elapsed * 1000, extra=logs.principal_extra(request.get(PRINCIPAL)))
         logs.request_id.reset(token)
 
 

@@ -21,15 +21,18 @@ from sse_jobs.models import (
     DeliveryList,
     Health,
     Job,
+    JobCounts,
     JobList,
     JobTypes,
     Problem,
+    Whoami,
 )
 from sse_jobs.paths import API
 
 _REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = [BulkResults, BulkSubmission, CreateJob, DeliveryInfo,
-                                   DeliveryList, Health, Job, JobList, JobTypes, Problem]
+                                   DeliveryList, Health, Job, JobCounts, JobList, JobTypes,
+                                   Problem, Whoami]
 
 # From a new job to what can be done with it (used by clients and stateful API testing).
 _LINKS = {
@@ -158,6 +161,14 @@ def build(registry: Registry) -> dict[str, Any]:
                 "get": _op("listJobTypes", "Registered job types",
                            responses={"200": _json("JobTypes", "the types")}),
             },
+            f"{API}/job-counts": {
+                "get": _op("countJobs", "The caller's jobs counted by type and state",
+                           responses={"200": _json("JobCounts", "the counts")}),
+            },
+            f"{API}/whoami": {
+                "get": _op("whoami", "The caller's principal",
+                           responses={"200": _json("Whoami", "who is asking")}),
+            },
             "/healthz": {
                 "get": _op("health", "Health", responses={
                     "200": _json("Health", "healthy"), "503": _json("Health", "unhealthy")}),
@@ -165,7 +176,8 @@ def build(registry: Registry) -> dict[str, Any]:
             "/metrics": {
                 "get": _op("metrics", "Prometheus metrics", responses={"200": {
                     "description": "metrics in the Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}}}),
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                    problems=(401,)),
             },
         },
         "components": {"schemas": definitions, "securitySchemes": _SECURITY_SCHEMES},
@@ -211,8 +223,11 @@ def _op(operation_id: str, summary: str, *, responses: dict[str, Any],
     if body is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": body}}}
-    if operation_id in {"health", "metrics"}:
+    if operation_id == "health":
         operation["security"] = []  # open whatever the server's tokens
+    elif operation_id == "metrics":
+        # Open, the --metrics-token, or an API token: as the server is configured.
+        operation["security"] = [{}, {"apiToken": []}]
     else:
         problems = (*problems, 401)
         if operation_id in {"createJob", "jobEvents", "jobWebSocket", "allEvents"}:

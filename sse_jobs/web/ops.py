@@ -9,7 +9,7 @@ from aiohttp import web
 
 from sse_jobs.metrics import CONTENT_TYPE as METRICS_TYPE
 from sse_jobs.web import openapi
-from sse_jobs.web.keys import ENGINE, JOB_TYPES, JOBS, METRICS, NODE, SETTINGS
+from sse_jobs.web.keys import ACCESS, ENGINE, JOB_TYPES, JOBS, METRICS, NODE, SETTINGS
 from sse_jobs.web.middleware import Handler
 from sse_jobs.web.resources import json_response
 
@@ -59,6 +59,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    request.app[ACCESS].metrics(request.headers.get("Authorization"))
     registry = request.app[METRICS]
     registry.set_job_counts(await request.app[JOBS].counts())
     return web.Response(body=registry.render(), headers={"Content-Type": METRICS_TYPE})

@@ -3,12 +3,15 @@ server, exit codes, JSON lines parsed back, and the progress bar in a pseudo-ter
 
 from __future__ import annotations
 
+import http.server
 import os
+import queue
 import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import orjson
 import pexpect
 import pytest
 
+import sse_jobs as sse_jobs_package
 from conftest import TESTS, SpawnServer, _first_line
 
 ROOT = TESTS.parent
@@ -239,3 +243,147 @@ def test_progress_bar_in_a_pseudo_terminal_shows_percentage_eta_and_message(url:
         child.close()
 
     assert child.exitstatus == 0
+
+
+def test_version_prints_the_package_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "sse_jobs", "--version"], capture_output=True,
+                          timeout=60, env=BASE_ENV, check=False)
+
+    assert done.returncode == 0
+    assert done.stdout == f"sse-jobs {sse_jobs_package.__version__}\n".encode()
+
+
+def test_a_json_result_on_stdout_ends_with_a_newline(url: str) -> None:
+    followed = sse_jobs("submit", "echo", "-p", 'value={"a": [1, true]}', "--follow", "--json",
+                        "--url", url)
+    job_id = lines_of_json(followed.stdout)[0]["job_id"]
+    done = subprocess.run([sys.executable, "-m", "sse_jobs", "result", job_id, "--url", url],
+                          capture_output=True, timeout=60, env=BASE_ENV, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'{"a":[1,true]}\n'
+
+
+def test_show_prints_the_job_resource_as_one_json_line(url: str) -> None:
+    followed = sse_jobs("submit", "echo", "-p", "value=7", "--follow", "--json", "--url", url)
+    job_id = lines_of_json(followed.stdout)[0]["job_id"]
+    shown = sse_jobs("show", job_id, "--url", url)
+    missing = sse_jobs("show", "0" * 26, "--url", url)
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.endswith("}\n")
+    assert shown.stdout.count("\n") == 1
+    job = orjson.loads(shown.stdout)
+    assert (job["id"], job["type"], job["state"], job["result"]) == (job_id, "echo",
+                                                                     "completed", 7)
+    assert job["links"]["self"] == f"/api/v1/jobs/{job_id}"
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("sse-jobs: 404 Not Found:")
+
+
+def test_delete_removes_a_finished_job_and_refuses_a_running_one(url: str) -> None:
+    followed = sse_jobs("submit", "echo", "-p", "value=1", "--follow", "--json", "--url", url)
+    done_id = lines_of_json(followed.stdout)[0]["job_id"]
+    running_id = sse_jobs("submit", "polite", "-p", "seconds=30", "--url", url).stdout.strip()
+    deleted = sse_jobs("delete", done_id, "--url", url)
+    gone = sse_jobs("show", done_id, "--url", url)
+    refused = sse_jobs("delete", running_id, "--url", url)
+    sse_jobs("cancel", running_id, "--url", url)
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout == f"{done_id} deleted\n"
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("sse-jobs: 404 Not Found:")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("sse-jobs: 409 Conflict:")
+
+
+def test_a_cancelled_job_shows_the_reason(url: str) -> None:
+    job_id = sse_jobs("submit", "polite", "-p", "seconds=30", "--url", url).stdout.strip()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "sse_jobs", "watch", job_id, "--url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=BASE_ENV)
+    try:
+        assert read_line(watcher) == f"job {job_id} (polite)\n"
+        assert read_line(watcher).split()[:2] == ["1", "queued"]  # it is following
+        sse_jobs("cancel", job_id, "--url", url)
+        out, _err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate(timeout=10)
+
+    assert watcher.returncode == 3
+    assert out.splitlines()[-1].split(None, 2)[1:] == ["cancelled", "cancelled on request"]
+
+
+def test_rerun_submits_a_failed_job_again(url: str) -> None:
+    failed = sse_jobs("submit", "flaky", "-p", "failures=1", "--max-attempts", "1", "--follow",
+                      "--json", "--url", url)
+    job_id = lines_of_json(failed.stdout)[0]["job_id"]
+    rerun = sse_jobs("rerun", job_id, "--json", "--url", url)
+    if rerun.stderr.startswith("sse-jobs: 404 Not Found: no such resource"):
+        pytest.skip("this server has no POST /api/v1/jobs/ID/rerun yet")
+
+    assert rerun.returncode == 0, rerun.stderr
+    again = orjson.loads(rerun.stdout)
+    assert again["id"] != job_id
+    assert (again["type"], again["params"]) == ("flaky", {"failures": 1})
+
+
+def test_rerun_of_an_unknown_job_exits_1_with_one_line(url: str) -> None:
+    done = sse_jobs("rerun", "0" * 26, "--url", url)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("sse-jobs: 404 Not Found:")
+    assert done.stderr.count("\n") == 1
+
+
+def test_submit_sends_the_callback_url(url: str, spawn_server: SpawnServer) -> None:
+    refused = sse_jobs("submit", "echo", "-p", "value=1", "--callback-url",
+                       "http://127.0.0.1:9/hook", "--url", url)
+    with _Receiver() as receiver:
+        server = spawn_server("--webhook-allow-private")
+        followed = sse_jobs("submit", "echo", "-p", "value=1", "--callback-url", receiver.url,
+                            "--follow", "--json", "--url", server.url)
+        delivered = receiver.next(timeout=20)
+
+    assert refused.returncode == 2  # 422: the server saw the URL and refused a loopback one
+    assert "callback_url" in refused.stderr
+    assert followed.returncode == 0, followed.stderr
+    job_id = lines_of_json(followed.stdout)[0]["job_id"]
+    assert (delivered["type"], delivered["job_id"]) == ("job.completed", job_id)
+
+
+class _Receiver:
+    """A webhook receiver on loopback (the outside world): records each POSTed body."""
+
+    def __init__(self) -> None:
+        self.bodies: queue.Queue[dict[str, Any]] = queue.Queue()
+        received = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.put(orjson.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+    def next(self, timeout: float) -> dict[str, Any]:
+        return self.bodies.get(timeout=timeout)

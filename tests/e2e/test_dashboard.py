@@ -404,6 +404,8 @@ async def test_with_api_tokens_the_page_signs_in_once_and_never_puts_the_token_i
         await expect(page.locator("#connection")).to_have_attribute("data-state", "live",
                                                                     timeout=TIMEOUT)
         assert await page.evaluate("sessionStorage.getItem('sse-jobs.api-token')") == token
+        await expect(page.locator("#signed-in")).to_have_text("Signed in as alice")
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
         await page.get_by_label("Job type").select_option("sleep")
         seconds, steps = fields(page, "Seconds", "Steps")
@@ -438,4 +440,163 @@ async def test_with_api_tokens_the_page_signs_in_once_and_never_puts_the_token_i
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=ARTIFACTS / "auth-mode.png")
+        await context.close()
+
+
+async def finished(url: str, job: dict[str, Any]) -> None:
+    """Wait (bounded) for ``job``'s stream to end: its terminal event has been stored."""
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT / 1000)
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(
+            url + job["links"]["events"]) as answer:
+        assert answer.status == 200
+        await answer.read()
+
+
+def option(page: Page, select: str, value: str) -> Any:
+    return page.locator(f'#{select} option[value="{value}"]')
+
+
+@pytest.mark.backends("sqlite")
+async def test_filters_by_state_and_type_show_counts_and_follow_new_jobs(
+    make_server: MakeServer, dashboard: OpenDashboard
+) -> None:
+    server = await make_server()
+    made = [await api_json("POST", server.api("/jobs"), body) for body in (
+        {"type": "echo", "params": {"value": 1}}, {"type": "echo", "params": {"value": 2}},
+        {"type": "flaky", "params": {"failures": 5}, "max_attempts": 1})]
+    for job in made:
+        await finished(server.url, job)
+    page = await dashboard(server.url)
+    await expect(page.locator("tr.job")).to_have_count(3)
+    state, kind = fields(page, "State", "Type")
+
+    await expect(option(page, "filter-state", "")).to_have_text("All states (3)")
+    await expect(option(page, "filter-state", "completed")).to_have_text("completed (2)")
+    await expect(option(page, "filter-state", "failed")).to_have_text("failed (1)")
+    await expect(option(page, "filter-state", "queued")).to_have_text("queued (0)")
+    await expect(option(page, "filter-type", "echo")).to_have_text("echo (2)")
+    await expect(option(page, "filter-type", "flaky")).to_have_text("flaky (1)")
+
+    await state.select_option("completed")
+    await expect(page.locator("tr.job")).to_have_count(2)
+    await expect(page.locator("tr.job .badge")).to_have_text(["completed", "completed"])
+    await expect(option(page, "filter-type", "")).to_have_text("All types (2)")
+    await expect(option(page, "filter-type", "flaky")).to_have_count(0)  # none completed
+    await expect(option(page, "filter-type", "echo")).to_have_text("echo (2)")
+
+    await state.select_option("")
+    await kind.select_option("flaky")
+    await expect(page.locator("tr.job")).to_have_count(1)
+    await expect(row_of(page, made[2]["id"]).locator(".badge")).to_have_text("failed")
+    await expect(option(page, "filter-state", "completed")).to_have_text("completed (0)")
+    await state.select_option("completed")
+    await expect(page.locator("tr.job")).to_have_count(0)
+    await expect(page.locator("#jobs-none-match")).to_be_visible()
+    await expect(page.locator("#jobs-empty")).to_be_hidden()
+
+    await state.select_option("")
+    await kind.select_option("echo")
+    newer = await api_json("POST", server.api("/jobs"), {"type": "echo", "params": {"value": 3}})
+    # Shown as it arrives on the global stream, and counted once it has changed state.
+    await expect(row_of(page, newer["id"]).locator(".badge")).to_have_text(
+        "completed", timeout=TIMEOUT)
+    await expect(page.locator("tr.job")).to_have_count(3)
+    await expect(option(page, "filter-type", "echo")).to_have_text("echo (3)", timeout=TIMEOUT)
+    await expect(option(page, "filter-state", "completed")).to_have_text(
+        "completed (3)", timeout=TIMEOUT)
+    listed = await api_json("GET", server.api("/jobs?type=echo"))
+    assert {job["id"] for job in listed["jobs"]} == {
+        await row.get_attribute("data-id") for row in await page.locator("tr.job").all()}
+
+
+@pytest.mark.backends("sqlite")
+async def test_a_failed_job_is_re_run_and_a_finished_one_deleted_from_its_details(
+    make_server: MakeServer, dashboard: OpenDashboard
+) -> None:
+    server = await make_server()
+    done = await api_json("POST", server.api("/jobs"), {"type": "echo", "params": {"value": 1}})
+    failed = await api_json("POST", server.api("/jobs"), {
+        "type": "flaky", "params": {"failures": 5}, "max_attempts": 1})
+    running = await api_json("POST", server.api("/jobs"),
+                             {"type": "sleep", "params": {"seconds": 30, "steps": 300}})
+    await finished(server.url, done)
+    await finished(server.url, failed)
+    page = await dashboard(server.url)
+    detail = page.get_by_role("dialog")
+    rerun = detail.get_by_role("button", name="Re-run job")
+
+    await row_of(page, running["id"]).get_by_role("link").click()
+    await expect(detail.locator("#detail-state")).to_have_text("processing", timeout=TIMEOUT)
+    await expect(detail.get_by_role("button", name="Cancel job")).to_be_visible()
+    await expect(rerun).to_be_hidden()
+    await expect(detail.get_by_role("button", name="Delete job")).to_be_hidden()
+    await page.keyboard.press("Escape")
+
+    await row_of(page, done["id"]).get_by_role("link").click()
+    await expect(detail.locator("#detail-state")).to_have_text("completed")
+    await expect(rerun).to_be_hidden()  # only a failed or cancelled job is run again
+    await detail.get_by_role("button", name="Delete job").click()
+    await expect(detail.locator("#detail-action-status")).to_contain_text("Click again")
+    await detail.get_by_role("button", name="Delete for good?").click()
+    await expect(detail).to_be_hidden()
+    await expect(row_of(page, done["id"])).to_have_count(0)
+    async with aiohttp.ClientSession() as http, http.get(
+            server.api(f"/jobs/{done['id']}")) as answer:
+        assert answer.status == 404
+    await expect(option(page, "filter-state", "completed")).to_have_text("completed (0)")
+
+    await row_of(page, failed["id"]).get_by_role("link").click()
+    await expect(detail.locator("#detail-state")).to_have_text("failed")
+    async with page.expect_response(lambda r: r.request.method == "POST"
+                                    and r.url.endswith(f"/api/v1/jobs/{failed['id']}/rerun")
+                                    ) as answer_info:
+        await rerun.click()
+    answer = await answer_info.value
+    if answer.status == 202:  # the server runs re-runs: the page moves to the new job
+        again = await answer.json()
+        await expect(page).to_have_url(f"{server.url}/#/jobs/{again['id']}")
+        await expect(detail.locator("#detail-id")).to_have_text(again["id"])
+        await expect(row_of(page, again["id"])).to_have_count(1)
+    else:  # a server without POST .../rerun: the page says why and stays put
+        problem = await answer.json()
+        await expect(detail.locator("#detail-action-status")).to_have_text(
+            f"Could not re-run: {problem['detail']}")
+        await expect(rerun).to_be_enabled()
+
+
+@pytest.mark.backends("sqlite")
+async def test_the_full_job_id_is_copied_with_a_button(
+    make_server: MakeServer, dashboard: OpenDashboard
+) -> None:
+    server = await make_server()
+    job = await api_json("POST", server.api("/jobs"), {"type": "echo", "params": {"value": 1}})
+    page = await dashboard(server.url)
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                         origin=server.url)
+    await row_of(page, job["id"]).get_by_role("link").click()
+    detail = page.get_by_role("dialog")
+    await expect(detail.locator("#detail-id")).to_have_text(job["id"])
+
+    await detail.get_by_role("button", name="Copy the job id").click()
+    await expect(detail.locator("#detail-action-status")).to_have_text("Copied the job id.")
+    assert await page.evaluate("navigator.clipboard.readText()") == job["id"]
+
+
+@pytest.mark.backends("sqlite")
+async def test_without_tokens_nobody_is_signed_in_and_there_is_no_sign_out(
+    make_server: MakeServer, browser: Browser
+) -> None:
+    server = await make_server()
+    context = await browser.new_context(viewport=DESKTOP)
+    # A token left in the tab from another server changes nothing here.
+    await context.add_init_script(
+        "sessionStorage.setItem('sse-jobs.api-token', 'left-over-token-0123456789')")
+    page = await context.new_page()
+    try:
+        await page.goto(server.url)
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live",
+                                                                    timeout=TIMEOUT)
+        await expect(page.locator("#signed-in")).to_be_hidden()
+        await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    finally:
         await context.close()

@@ -252,3 +252,41 @@ async def test_the_dashboard_page_allows_only_its_own_scripts(
     assert policy["default-src"] == "'self'"
     assert policy["object-src"] == "'none'"
     assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+
+
+async def test_job_counts_are_the_callers_own_by_type_and_state(
+    secured: Server, http: aiohttp.ClientSession
+) -> None:
+    for token, job_type in ((ALICE, "echo"), (ALICE, "echo"), (ALICE, "flaky"), (BOB, "echo")):
+        await post(http, secured, token, {"type": job_type, "params": {}})
+    async with http.get(secured.api("/jobs")) as response:
+        assert response.status == 401
+
+    counted: dict[str, Any] = {}
+    for name, token in (("alice", ALICE), ("bob", BOB)):
+        async with http.get(secured.api("/job-counts"), headers=bearer(token)) as response:
+            assert response.status == 200
+            counted[name] = {(c["type"], c["state"]): c["count"]
+                             for c in (await response.json())["counts"]}
+    # Each job is counted once, whatever state it has reached meanwhile.
+    assert sum(v for (t, _s), v in counted["alice"].items() if t == "echo") == 2
+    assert sum(v for (t, _s), v in counted["alice"].items() if t == "flaky") == 1
+    assert sum(counted["bob"].values()) == 1
+    assert {t for t, _s in counted["bob"]} == {"echo"}
+
+
+async def test_whoami_names_the_tokens_principal(
+    secured: Server, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(secured.api("/whoami"), headers=bearer(BOB)) as response:
+        assert (response.status, await response.json()) == (200, {"principal": "bob",
+                                                                  "tokens": True})
+    async with http.get(secured.api("/whoami")) as response:
+        assert response.status == 401
+
+
+async def test_whoami_in_open_mode_names_nobody(server: Server, http: aiohttp.ClientSession
+                                                ) -> None:
+    async with http.get(server.api("/whoami")) as response:
+        assert (response.status, await response.json()) == (200, {"principal": None,
+                                                                  "tokens": False})

@@ -170,3 +170,56 @@ async def test_docs_page_is_served_without_external_resources(
         assert "https://" not in await response.text()
     async with http.get(f"{server.url}/static/../pyproject.toml") as response:
         assert response.status == 404
+
+
+ALICE = "alice-token-0123456789abcdef"
+SCRAPER = "scraper-token-0123456789abcdef"
+
+
+async def metrics_status(http: aiohttp.ClientSession, server: Server,
+                         token: str | None) -> tuple[int, str, dict[str, object] | str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(f"{server.url}/metrics", headers=headers) as response:
+        body = await response.json() if response.status == 401 else await response.text()
+        return response.status, response.headers["Content-Type"], body
+
+
+async def test_metrics_with_a_metrics_token_need_exactly_that_token(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(api_tokens=f"alice:{ALICE}", metrics_token=SCRAPER)
+
+    status, kind, body = await metrics_status(http, server, SCRAPER)
+    assert (status, kind.split(";")[0]) == (200, "text/plain")
+    assert "sse_jobs_queue_depth" in str(body)
+    for refused in (None, ALICE, SCRAPER + "x", "Basic " + SCRAPER):
+        status, kind, body = await metrics_status(http, server, refused)
+        assert (status, kind) == (401, "application/problem+json")
+        assert isinstance(body, dict)
+        assert body["detail"] == "send Authorization: Bearer <metrics token>"
+    async with http.get(server.api("/jobs"),
+                        headers={"Authorization": f"Bearer {SCRAPER}"}) as response:
+        assert response.status == 401  # a metrics token opens /metrics and nothing else
+
+
+async def test_metrics_with_api_tokens_and_no_metrics_token_need_an_api_token(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(api_tokens=f"alice:{ALICE}")
+
+    assert (await metrics_status(http, server, ALICE))[0] == 200
+    status, kind, body = await metrics_status(http, server, None)
+    assert (status, kind) == (401, "application/problem+json")
+    assert isinstance(body, dict)
+    assert body["status"] == 401
+
+
+async def test_metrics_token_alone_guards_metrics_of_an_open_server(
+    make_server: MakeServer, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(metrics_token=SCRAPER)
+
+    assert (await metrics_status(http, server, None))[0] == 401
+    assert (await metrics_status(http, server, SCRAPER))[0] == 200
+    async with http.get(server.api("/jobs")) as response:
+        assert response.status == 200  # the API itself stays open

@@ -233,6 +233,10 @@ async def test_listing_filters_pages_newest_first_and_keeps_principals_apart(
                                  limit=10) == []
     assert (await store.count_active("alice"), await store.count_active("carol")) == (2, 0)
     assert sorted(await store.job_counts()) == [("echo", "processing", 1), ("echo", "queued", 2)]
+    assert sorted(await store.job_counts("alice")) == [("echo", "processing", 1),
+                                                       ("echo", "queued", 1)]
+    assert await store.job_counts("bob") == [("echo", "queued", 1)]
+    assert await store.job_counts("carol") == []
 
 
 async def test_the_global_sequence_orders_every_event_and_filters_by_principal(

@@ -201,3 +201,28 @@ def test_results_directory_defaults_beside_the_database() -> None:
         "/data/jobs-results")
     assert load_settings(["--db", "/data/jobs.db", "--results-dir", "/srv/out"],
                          {}).results_path == Path("/srv/out")
+
+
+def test_metrics_token_from_flag_or_environment_and_never_in_repr() -> None:
+    token = "scrape-token-0123456789"
+    assert load_settings(["--metrics-token", token], {}).metrics_token == token
+    from_env = load_settings([], {"SSE_JOBS_METRICS_TOKEN": token})
+    assert from_env.metrics_token == token
+    assert token not in repr(from_env)
+    assert Settings().metrics_token is None
+
+
+def test_a_short_metrics_token_is_refused_without_repeating_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as from_env:
+        load_settings([], {"SSE_JOBS_METRICS_TOKEN": "short-secret"})
+    with pytest.raises(SystemExit) as from_flag:
+        load_settings(["--metrics-token", "short-secret"], {})
+
+    assert str(from_env.value.code) == ("sse-jobs: SSE_JOBS_METRICS_TOKEN=<hidden> is not "
+                                        "valid: must be at least 16 characters")
+    assert from_flag.value.code == 2
+    message = capsys.readouterr().err
+    assert "--metrics-token: must be at least 16 characters" in message
+    assert "short-secret" not in message

@@ -203,6 +203,9 @@ ORDER BY lease_expires_at LIMIT %(limit)s;
 -- name: job_counts
 SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 
+-- name: principal_job_counts
+SELECT type, state, count(*) FROM jobs WHERE principal = %(principal)s GROUP BY type, state;
+
 -- name: next_run_at
 SELECT min(not_before) FROM jobs
 WHERE state = 'queued'

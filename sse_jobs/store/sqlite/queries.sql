@@ -135,6 +135,9 @@ WHERE state = 'processing' AND id IN (SELECT value FROM json_each(:ids));
 -- name: job_counts
 SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 
+-- name: principal_job_counts
+SELECT type, state, count(*) FROM jobs WHERE principal = ? GROUP BY type, state;
+
 -- name: next_run_at
 SELECT min(not_before) FROM jobs WHERE state = 'queued' AND reserved = 0;
 

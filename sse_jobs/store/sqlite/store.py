@@ -525,8 +525,10 @@ class SQLiteStore(Store):
         value = await self._read_value(Q["next_run_at"])
         return None if value is None else float(value)
 
-    async def job_counts(self) -> list[tuple[str, str, int]]:
-        return [(row[0], row[1], row[2]) for row in await self._read(Q["job_counts"])]
+    async def job_counts(self, principal: str | None = None) -> list[tuple[str, str, int]]:
+        rows = await (self._read(Q["job_counts"]) if principal is None
+                      else self._read(Q["principal_job_counts"], (principal,)))
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def job_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         return [event_record(row) for row in await self._read(Q["job_events"],
