@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import aiohttp
+import pytest
 from openapi_spec_validator import validate
 
 from conftest import MakeServer, Server, Submit, wait_for
@@ -98,8 +99,8 @@ async def test_healthz_is_503_when_the_pool_is_broken(
 ) -> None:
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "database": "ok", "pool": "ok",
-                                         "dispatcher": "ok", **node_of(server)}
+        assert await response.json() == {"status": "ok", "database": "ok", "writable": "ok",
+                                         "pool": "ok", "dispatcher": "ok", **node_of(server)}
     await server.app[ENGINE].pool.close()
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 503
@@ -116,7 +117,8 @@ async def test_healthz_is_503_and_says_why_when_the_database_cannot_answer(
         assert response.status == 503
         body = await response.json()
     assert body == {"status": "unavailable", "database": "the store is closed",
-                    "pool": "ok", "dispatcher": "ok", **node_of(server)}
+                    "writable": "the store is closed", "pool": "ok", "dispatcher": "ok",
+                    **node_of(server)}
 
 
 def node_of(server: Server) -> dict[str, object]:
@@ -170,3 +172,34 @@ async def test_docs_page_is_served_without_external_resources(
         assert "https://" not in await response.text()
     async with http.get(f"{server.url}/static/../pyproject.toml") as response:
         assert response.status == 404
+
+
+@pytest.mark.backends("postgres")
+async def test_healthz_is_503_while_postgresql_takes_no_writes(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    import psycopg
+
+    url = str(server.settings.postgres_url)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            async def refused() -> bool:
+                async with http.get(f"{server.url}/healthz") as response:
+                    return response.status == 503
+
+            await wait_for(refused, timeout=10)
+            async with http.get(f"{server.url}/healthz") as response:
+                body = await response.json()
+            assert body["database"] == "ok"
+            assert "read-only" in body["writable"]
+        finally:
+            admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            admin.execute("SELECT pg_reload_conf()")
+
+    async def healthy() -> bool:
+        async with http.get(f"{server.url}/healthz") as response:
+            return response.status == 200
+
+    await wait_for(healthy, timeout=10)
