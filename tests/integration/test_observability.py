@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import aiohttp
@@ -203,3 +204,31 @@ async def test_healthz_is_503_while_postgresql_takes_no_writes(
             return response.status == 200
 
     await wait_for(healthy, timeout=10)
+
+
+async def test_a_stream_the_client_closes_is_logged_and_counted_as_the_200_it_got(
+    server: Server, submit: Submit, http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_jobs.access")
+    job = await submit(server, "polite", {"seconds": 30})
+    path = f"/api/v1/jobs/{job['id']}/events"
+    response = await http.get(f"{server.url}{path}")
+    assert response.status == 200
+    await response.content.readuntil(b"\n\n")  # the retry: line: the stream is open
+    response.close()  # the client leaves
+
+    async def logged() -> bool:
+        return any(r.name == "sse_jobs.access" and path in r.getMessage()
+                   for r in caplog.records)
+
+    await wait_for(logged, timeout=10)
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "sse_jobs.access" and path in r.getMessage()]
+    assert line.startswith(f"GET {path} 200 ")
+    samples = await scrape(http, server)
+    route = '{method="GET",route="/api/v1/jobs/{id}/events",status="%s"}'
+    assert samples[f"sse_jobs_http_request_duration_seconds_count{route % 200}"] == 1
+    assert f"sse_jobs_http_request_duration_seconds_count{route % 500}" not in samples
+    async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as cancelled:
+        assert cancelled.status == 202
