@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -11,6 +12,7 @@ from openapi_spec_validator import validate
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
+from sse_jobs import logs
 from sse_jobs.models import Job
 from sse_jobs.web.keys import ENGINE, NODE, STORE
 
@@ -232,3 +234,24 @@ async def test_a_stream_the_client_closes_is_logged_and_counted_as_the_200_it_go
     assert f"sse_jobs_http_request_duration_seconds_count{route % 500}" not in samples
     async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as cancelled:
         assert cancelled.status == 202
+
+
+async def test_control_characters_of_a_request_path_are_escaped_in_the_text_log(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_jobs.access")
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    # Percent-escapes that aiohttp accepts and decodes into the path: ESC, CR, LF.
+    writer.write(b"GET /a%1b[31mred%0d%0aforged HTTP/1.1\r\nHost: x\r\n"
+                 b"Connection: close\r\n\r\n")
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    [record] = [r for r in caplog.records if r.name == "sse_jobs.access"]
+    line = logs.TextFormatter().format(record)
+    assert "\x1b" not in line
+    assert "\r" not in line
+    assert "\n" not in line
+    assert "GET /a\\x1b[31mred\\x0d\\x0aforged 404 " in line
