@@ -63,6 +63,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record, whatever it carries: control characters (from a request path,
+    say) are written as escapes, so that no value can forge a line or drive a terminal.
+    A traceback after the line keeps its own lines."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s")
 
@@ -75,6 +79,18 @@ class TextFormatter(logging.Formatter):
             suffix += f" {key}={value}"
         record.ids = suffix
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        return line if line.isprintable() else "".join(map(_escape, line))
+
+
+def _escape(char: str) -> str:
+    """``char`` as is when printable, else as ``\\xNN`` (``\\uNNNN`` beyond Latin-1)."""
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def show_once(message: str, key: str, value: str) -> None:

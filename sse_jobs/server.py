@@ -5,10 +5,12 @@ Both shut down gracefully on SIGTERM/SIGINT (contract sections 1, 8 and 9)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -50,7 +52,25 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
                        "anyone who can reach it could run jobs. Configure --api-tokens-file, "
                        "bind 127.0.0.1, or pass --insecure if something else guards this "
                        "address.")
-    return _run_node(settings, serve(settings, app_factory))
+    # Bound first: a port in use is one clear line before the database is migrated or a
+    # generated secret is shown.
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        reason = ("the address is already in use" if exc.errno == errno.EADDRINUSE
+                  else exc.strerror or str(exc))
+        print(f"sse-jobs: cannot listen on {settings.host}:{settings.port}: {reason}",
+              file=sys.stderr)
+        return 1
+    with sock:
+        return _run_node(settings, serve(settings, app_factory, sock))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0: a free port)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family)  # aiohttp sets the backlog
 
 
 def run_worker(settings: Settings) -> int:
@@ -89,7 +109,10 @@ def _refuse(message: str) -> int:
     return 2
 
 
-async def serve(settings: Settings, app_factory: AppFactory = create_app) -> None:
+async def serve(settings: Settings, app_factory: AppFactory = create_app,
+                sock: socket.socket | None = None) -> None:
+    """Serve on ``sock`` (bound by ``run``), or on a socket bound to the settings' address."""
+    sock = sock if sock is not None else listen(settings.host, settings.port)
     runner = web.AppRunner(app_factory(settings), handler_cancellation=True,
                            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
                            access_log=None)  # the request_context middleware logs requests
@@ -98,7 +121,7 @@ async def serve(settings: Settings, app_factory: AppFactory = create_app) -> Non
         # Everything alive now lives as long as the server: keep it out of the collector's
         # full passes, which otherwise pause the loop for tens of milliseconds under load.
         gc.freeze()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.SockSite(runner, sock)
         await site.start()
         port = runner.addresses[0][1]
         stop = _stop_on_signals()  # first: whoever reads the line may send SIGTERM at once

@@ -141,16 +141,19 @@ class Engine:
             await self.store.release(job_ids)
 
     async def health(self) -> dict[str, str]:
-        """``ok`` or what is wrong, for the database, the pool and the dispatcher."""
+        """``ok`` or what is wrong, for the database (reads), its writes, the pool and the
+        dispatcher."""
         if self.pool is None:  # runs nothing: there is no pool or dispatcher to be down
-            checks = {"database": "ok", "pool": "none", "dispatcher": "none"}
+            checks = {"database": "ok", "writable": "ok", "pool": "none", "dispatcher": "none"}
         else:
-            checks = {"database": "ok", "pool": "ok" if self.pool.alive else "down",
+            checks = {"database": "ok", "writable": "ok",
+                      "pool": "ok" if self.pool.alive else "down",
                       "dispatcher": "ok" if self.dispatcher_running else "down"}
-        try:
-            await self.store.ping()
-        except SseJobsError as exc:
-            checks["database"] = exc.detail
+        for check, probe in (("database", self.store.ping), ("writable", self.store.writable)):
+            try:
+                await probe()
+            except SseJobsError as exc:
+                checks[check] = exc.detail
         return checks
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -410,8 +413,7 @@ class Engine:
             # It ended before it said it started (its worker died as it began, say): it
             # was an attempt all the same, and ends as one.
             started = await self._record_start(run, time.time())
-        assert self.progress is not None, "attempts run only on a node with workers"
-        await self.progress.finish(job_id)
+        await self._write_progress(job_id)
         if not started:  # never ran as far as anyone can tell: back to the queue, if ours
             with contextlib.suppress(Unavailable):
                 await self.store.release([job_id])
@@ -421,6 +423,27 @@ class Engine:
             now - (run.started_at or run.handed_at))
         await self._record_outcome(run, outcome, now)
         self.wake()
+
+    async def _write_progress(self, job_id: str) -> None:
+        """Store what the attempt reported before its outcome, waiting out storage trouble
+        (a full disk) as ``_record`` does: an outcome is never recorded ahead of its
+        progress, nor lost because that progress could not be stored at once. The waits
+        are bounded by ``OUTCOME_RETRY``, and end when the engine stops (the next start's
+        recovery then deals with the job)."""
+        assert self.progress is not None, "attempts run only on a node with workers"
+        failures = 0
+        while True:
+            try:
+                await self.progress.finish(job_id)
+                return
+            except Unavailable as exc:
+                if not self.accepting:
+                    raise
+                delay = OUTCOME_RETRY.delay(failures)
+                job_log(job_id).warning("cannot store its progress yet (%s); retrying in "
+                                        "%.0fs", exc.detail, delay)
+                failures += 1
+                await asyncio.sleep(delay)
 
     async def _record_outcome(self, run: _Run, outcome: Outcome, now: float) -> None:
         job = run.job

@@ -220,3 +220,8 @@ class Store(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
+
+    @abstractmethod
+    async def writable(self) -> None:
+        """Raise ``Unavailable`` if the database cannot take writes now (a full disk, a
+        read-only database), saying why."""

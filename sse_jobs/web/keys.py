@@ -45,3 +45,5 @@ REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL: web.RequestKey[str | None] = web.RequestKey("principal")
 # The allowed origin of a cross-origin request (--cors-origin), echoed in the response.
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
+# The status of the response whose headers went out (a stream's, before its body).
+SENT_STATUS = web.RequestKey("sent_status", int)

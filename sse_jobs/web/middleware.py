@@ -3,6 +3,7 @@ authentication, CORS, and the headers every response carries."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -14,7 +15,15 @@ from aiohttp import web
 
 from sse_jobs import logs
 from sse_jobs.errors import BadRequest, SseJobsError, Unauthorized, ValidationFailed
-from sse_jobs.web.keys import ACCESS, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from sse_jobs.web.keys import (
+    ACCESS,
+    CORS_ORIGIN,
+    METRICS,
+    PRINCIPAL,
+    REQUEST_ID,
+    SENT_STATUS,
+    SETTINGS,
+)
 
 log = logging.getLogger("sse_jobs.web")
 access_log = logging.getLogger("sse_jobs.access")
@@ -26,6 +35,9 @@ CORS_REQUEST_HEADERS = ("Authorization, Content-Type, Idempotency-Key, Last-Even
                         "X-Request-ID")
 CORS_EXPOSED_HEADERS = "Location, Retry-After, X-Request-ID"
 CORS_MAX_AGE = "600"
+# Logged and counted for a request whose client left before any response went out
+# (nginx's convention); one that left later got, and is logged with, the status sent.
+CLIENT_CLOSED = 499
 
 
 @web.middleware
@@ -42,6 +54,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
         status = response.status
         return response
+    except (asyncio.CancelledError, ConnectionResetError):  # the client went away
+        status = request.get(SENT_STATUS, CLIENT_CLOSED)
+        raise
+    except BaseException:
+        status = request.get(SENT_STATUS, 500)
+        raise
     finally:
         elapsed = time.perf_counter() - started
         resource = request.match_info.route.resource
@@ -165,6 +183,7 @@ def _slug(name: str) -> str:
 
 async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Headers every response carries, streams and files included (set before sending)."""
+    request[SENT_STATUS] = response.status
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-cache"  # revalidate: pages and scripts match

@@ -157,3 +157,24 @@ async def test_curl_follows_a_job_to_completion(server: Server, submit: Submit) 
     assert events[-1].event == "completed"
     assert [int(e.id or 0) for e in events] == list(range(1, len(events) + 1))
     assert output.startswith(b"retry: 3000\n\n")
+
+
+async def test_global_stream_resumes_after_the_newest_job_is_deleted(
+    server: Server, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    for value in (1, 2):
+        job = await submit(server, "echo", {"value": value})
+        await finished(http, server, job["id"])
+    everything = await read_stream(http, server.api("/events?last_event_id=0"),
+                                   until_terminal=False, max_events=6)
+    last = everything.ids[-1]
+    async with http.delete(server.api(f"/jobs/{job['id']}")) as response:
+        assert response.status == 204
+    resumed = asyncio.ensure_future(read_stream(
+        http, server.api("/events"), headers={"Last-Event-ID": str(last)},
+        until_terminal=False, max_events=1, timeout=15))
+    fresh = await submit(server, "echo", {"value": 3})
+    read = await resumed
+    assert read.status == 200
+    assert read.ids == [last + 1]  # nothing of the first job is replayed
+    assert read.data()[0]["job_id"] == fresh["id"]

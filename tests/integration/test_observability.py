@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
 import aiohttp
+import pytest
 from openapi_spec_validator import validate
 
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
+from sse_jobs import logs
 from sse_jobs.models import Job
 from sse_jobs.web.keys import ENGINE, NODE, STORE
 
@@ -98,8 +102,8 @@ async def test_healthz_is_503_when_the_pool_is_broken(
 ) -> None:
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "database": "ok", "pool": "ok",
-                                         "dispatcher": "ok", **node_of(server)}
+        assert await response.json() == {"status": "ok", "database": "ok", "writable": "ok",
+                                         "pool": "ok", "dispatcher": "ok", **node_of(server)}
     await server.app[ENGINE].pool.close()
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 503
@@ -116,7 +120,8 @@ async def test_healthz_is_503_and_says_why_when_the_database_cannot_answer(
         assert response.status == 503
         body = await response.json()
     assert body == {"status": "unavailable", "database": "the store is closed",
-                    "pool": "ok", "dispatcher": "ok", **node_of(server)}
+                    "writable": "the store is closed", "pool": "ok", "dispatcher": "ok",
+                    **node_of(server)}
 
 
 def node_of(server: Server) -> dict[str, object]:
@@ -223,3 +228,82 @@ async def test_metrics_token_alone_guards_metrics_of_an_open_server(
     assert (await metrics_status(http, server, SCRAPER))[0] == 200
     async with http.get(server.api("/jobs")) as response:
         assert response.status == 200  # the API itself stays open
+
+@pytest.mark.backends("postgres")
+async def test_healthz_is_503_while_postgresql_takes_no_writes(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    import psycopg
+
+    url = str(server.settings.postgres_url)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            async def refused() -> bool:
+                async with http.get(f"{server.url}/healthz") as response:
+                    return response.status == 503
+
+            await wait_for(refused, timeout=10)
+            async with http.get(f"{server.url}/healthz") as response:
+                body = await response.json()
+            assert body["database"] == "ok"
+            assert "read-only" in body["writable"]
+        finally:
+            admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            admin.execute("SELECT pg_reload_conf()")
+
+    async def healthy() -> bool:
+        async with http.get(f"{server.url}/healthz") as response:
+            return response.status == 200
+
+    await wait_for(healthy, timeout=10)
+
+
+async def test_a_stream_the_client_closes_is_logged_and_counted_as_the_200_it_got(
+    server: Server, submit: Submit, http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_jobs.access")
+    job = await submit(server, "polite", {"seconds": 30})
+    path = f"/api/v1/jobs/{job['id']}/events"
+    response = await http.get(f"{server.url}{path}")
+    assert response.status == 200
+    await response.content.readuntil(b"\n\n")  # the retry: line: the stream is open
+    response.close()  # the client leaves
+
+    async def logged() -> bool:
+        return any(r.name == "sse_jobs.access" and path in r.getMessage()
+                   for r in caplog.records)
+
+    await wait_for(logged, timeout=10)
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "sse_jobs.access" and path in r.getMessage()]
+    assert line.startswith(f"GET {path} 200 ")
+    samples = await scrape(http, server)
+    route = '{method="GET",route="/api/v1/jobs/{id}/events",status="%s"}'
+    assert samples[f"sse_jobs_http_request_duration_seconds_count{route % 200}"] == 1
+    assert f"sse_jobs_http_request_duration_seconds_count{route % 500}" not in samples
+    async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as cancelled:
+        assert cancelled.status == 202
+
+
+async def test_control_characters_of_a_request_path_are_escaped_in_the_text_log(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_jobs.access")
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    # Percent-escapes that aiohttp accepts and decodes into the path: ESC, CR, LF.
+    writer.write(b"GET /a%1b[31mred%0d%0aforged HTTP/1.1\r\nHost: x\r\n"
+                 b"Connection: close\r\n\r\n")
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    [record] = [r for r in caplog.records if r.name == "sse_jobs.access"]
+    line = logs.TextFormatter().format(record)
+    assert "\x1b" not in line
+    assert "\r" not in line
+    assert "\n" not in line
+    assert "GET /a\\x1b[31mred\\x0d\\x0aforged 404 " in line

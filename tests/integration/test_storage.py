@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeServer, Server, Submit, wait_for
 from sse_client import read_stream
 from sse_jobs.store import SQLiteStore
-from sse_jobs.web.keys import RETENTION, STORE
+from sse_jobs.web.keys import ENGINE, RETENTION, STORE
 
 pytestmark = pytest.mark.backends("sqlite")  # faults made with SQLite's own PRAGMAs
 
@@ -109,6 +109,41 @@ async def test_a_job_running_while_the_disk_is_full_loses_no_event_once_space_re
     integrity_ok(server)
 
 
+async def test_a_job_that_ends_while_the_disk_is_full_is_recorded_once_space_returns(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession
+) -> None:
+    server = await make_server(workers=1, progress_rate=0)
+    job = await submit(server, "chatty", {"events": 100, "pause": 0.005, "message_size": 500})
+    started = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), max_events=2)
+    assert started.names == ["queued", "processing"]
+    store = server.app[STORE]
+    await writer_sql(store, "PRAGMA max_page_count = {pages}")
+
+    async def attempt_over() -> bool:  # it has left the pool: its outcome waits for storage
+        return server.app[ENGINE].running == 0
+
+    await wait_for(attempt_over, timeout=10)
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 503
+        health = await response.json()
+    assert health["status"] == "unavailable"
+    assert health["database"] == "ok"  # it answers reads; it cannot take writes
+    assert "full" in health["writable"]
+    async with http.get(server.api(f"/jobs/{job['id']}")) as response:
+        assert (await response.json())["state"] == "processing"
+
+    await writer_sql(store, "PRAGMA max_page_count = 1073741823")
+    read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"), timeout=15)
+    assert read.names[-1] == "completed"
+    assert read.names.count("processing") == 1  # recorded, not run again
+    assert read.names.count("progress") == 100
+    assert read.ids == list(range(1, len(read.ids) + 1))
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["writable"] == "ok"
+    integrity_ok(server)
+
+
 async def test_read_only_database_gives_503_and_recovers(
     server: Server, submit: Submit, http: aiohttp.ClientSession
 ) -> None:
@@ -119,7 +154,10 @@ async def test_read_only_database_gives_503_and_recovers(
         assert response.headers["Retry-After"] == "5"
         assert "readonly" in (await response.json())["detail"]
     async with http.get(f"{server.url}/healthz") as response:
-        assert response.status == 200  # reads still work; the server keeps answering
+        assert response.status == 503  # it still answers, and says it cannot take writes
+        health = await response.json()
+    assert health["database"] == "ok"
+    assert "readonly" in health["writable"]
     await writer_sql(store, "PRAGMA query_only = OFF")
     job = await submit(server, "echo", {"value": 1})
     read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))

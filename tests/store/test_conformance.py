@@ -256,6 +256,24 @@ async def test_the_global_sequence_orders_every_event_and_filters_by_principal(
     assert await store.last_event_id() == 4
 
 
+async def test_the_last_event_id_is_the_highest_ever_assigned_even_after_deletes(
+    open_store: OpenStore,
+) -> None:
+    opened = await open_store()
+    store = opened.store
+    await store.create_job(new_job(A), 100)
+    await store.create_job(new_job(B), 100)
+    await store.record(B, change(events.cancelled(time.time(), ERROR), error=ERROR))
+    assert await store.last_event_id() == 3
+    assert await store.delete_job(B)  # the newest events are gone, their ids stay taken
+    assert await store.last_event_id() == 3
+    await store.close()
+    reopened = (await open_store()).store
+    assert await reopened.last_event_id() == 3
+    await reopened.create_job(new_job(C), 100)
+    assert [e.id for e in await reopened.all_events(0, 10, None)] == [1, 4]
+
+
 async def test_only_a_finished_job_is_deleted_and_with_it_its_events_and_deliveries(
     opened: Opened,
 ) -> None:

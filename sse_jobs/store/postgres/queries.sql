@@ -334,3 +334,7 @@ RETURNING holder;
 
 -- name: ping
 SELECT 1;
+
+-- name: read_only
+-- Whether this server refuses writes: a standby in recovery, or read-only by setting.
+SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean;

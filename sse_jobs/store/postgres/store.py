@@ -111,6 +111,8 @@ class PostgresStore(Store):
         self._queued_callbacks: list[Callable[[int | None], None]] = []
         self._published = 0  # the newest event id handed to the listener
         self._tail_wakeup = asyncio.Event()
+        # Why the newest write transaction failed on storage (None: it committed).
+        self._write_refused: str | None = None
 
     async def open(self, listener: EventListener | None) -> None:
         self._listener = listener
@@ -206,19 +208,26 @@ class PostgresStore(Store):
             try:
                 conn = await self._writer_connection()
                 async with conn.transaction():
-                    return await self._apply(conn, ops)
+                    applied = await self._apply(conn, ops)
+                self._write_refused = None
+                return applied
             except TRANSIENT as exc:
                 if tries == TRANSIENT_RETRIES:
-                    return [_unavailable(exc)] * len(ops), []
+                    return [self._refused(exc)] * len(ops), []
                 log.info("write transaction lost a race (%s); running it again", exc)
             except (psycopg.Error, OSError) as exc:
                 log.error("database write failed, %d requests refused: %s", len(ops),
                           _reason(exc))
-                return [_unavailable(exc)] * len(ops), []
+                return [self._refused(exc)] * len(ops), []
             except Exception as exc:  # a bug: its traceback, and the writer lives on
                 log.exception("database writer failed, %d requests refused", len(ops))
                 return [exc] * len(ops), []
         raise AssertionError("unreachable")
+
+    def _refused(self, exc: BaseException) -> Unavailable:
+        error = _unavailable(exc)
+        self._write_refused = error.detail
+        return error
 
     async def _writer_connection(self) -> AsyncConnection[Any]:
         if self._writer is None or self._writer.closed or self._writer.broken:
@@ -670,6 +679,16 @@ class PostgresStore(Store):
 
     async def ping(self) -> None:
         await self._read_value(Q["ping"])
+
+    async def writable(self) -> None:
+        """Refused while the newest write transaction failed (until one commits), and while
+        the server takes no writes at all (a standby, or read-only by setting)."""
+        if self._write_refused is not None:
+            raise Unavailable(self._write_refused, retry_after=RETRY_AFTER_STORAGE_ERROR)
+        if await self._read_value(Q["read_only"]):
+            raise Unavailable("the database is read-only (a standby, or "
+                              "default_transaction_read_only)",
+                              retry_after=RETRY_AFTER_STORAGE_ERROR)
 
 
 async def _job_row(conn: AsyncConnection[Any], query: str,

@@ -176,7 +176,9 @@ WHERE e.id > :after AND (:principal IS NULL OR j.principal = :principal)
 ORDER BY e.id LIMIT :limit;
 
 -- name: last_event_id
-SELECT coalesce(max(id), 0) FROM events;
+-- The highest id ever assigned (AUTOINCREMENT keeps it when the newest events are deleted),
+-- not max(id) of the events left: a client that saw a deleted job's events is still current.
+SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0);
 
 -- name: select_secret
 SELECT value FROM secrets WHERE name = ?;

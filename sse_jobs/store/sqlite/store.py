@@ -99,6 +99,8 @@ class SQLiteStore(Store):
         self._closing = False
         self._lock_fd: int | None = None
         self._limiters: dict[tuple[float, float], KeyedLimiter] = {}
+        # Why the newest write transaction failed on storage (None: it committed).
+        self._write_refused: str | None = None
 
     async def open(self, listener: EventListener | None) -> None:
         if listener is not None:
@@ -256,9 +258,12 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
             with contextlib.suppress(sqlite3.Error):
                 self._next_event_id = 1 + _scalar(conn, Q["next_event_id"])
-            error = exc if not isinstance(exc, sqlite3.Error) else Unavailable(
-                f"storage is not writable: {exc}", retry_after=RETRY_AFTER_STORAGE_ERROR)
+            if not isinstance(exc, sqlite3.Error):
+                return [exc] * len(ops), []
+            self._write_refused = f"storage is not writable: {exc}"
+            error = Unavailable(self._write_refused, retry_after=RETRY_AFTER_STORAGE_ERROR)
             return [error] * len(ops), []
+        self._write_refused = None
         return outcomes, events
 
     def _new_event(
@@ -583,6 +588,15 @@ class SQLiteStore(Store):
 
     async def ping(self) -> None:
         await self._read_value(Q["ping"])
+
+    async def writable(self) -> None:
+        """A full disk shows only when a write needs room, so this reports the newest write
+        transaction: refused until one commits again (the engine keeps retrying what it
+        could not record, so this follows the disk)."""
+        if self._closing:
+            raise Unavailable("the store is closed", retry_after=RETRY_AFTER_STORAGE_ERROR)
+        if self._write_refused is not None:
+            raise Unavailable(self._write_refused, retry_after=RETRY_AFTER_STORAGE_ERROR)
 
 
 def _insert_events(conn: sqlite3.Connection, values: Sequence[Any]) -> None:
