@@ -26,7 +26,8 @@ from sse_jobs import paths
 from sse_jobs.backoff import Backoff
 from sse_jobs.config import Settings
 from sse_jobs.metrics import Metrics
-from sse_jobs.records import Delivery, DeliveryAttempt
+from sse_jobs.records import Delivery, DeliveryAttempt, Event
+from sse_jobs.states import EventName, state_after
 from sse_jobs.store.base import Store
 from sse_jobs.webhooks.guard import GuardedResolver, forbidden_literal
 
@@ -47,10 +48,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def payload(delivery: Delivery, state: str) -> bytes:
-    """What a receiver gets: which job and event, never its params or result."""
+def payload(delivery: Delivery, event: Event | None) -> bytes:
+    """What a receiver gets: which job and event, the state right after that event and
+    when it happened (from the stored event, as its streams show it), never the job's
+    params or result. A job deleted meanwhile has no event left to quote."""
+    data = orjson.loads(event.data) if event is not None else {}
     return orjson.dumps({"type": f"job.{delivery.event}", "job_id": delivery.job_id,
-                         "state": state, "links": paths.job_links(delivery.job_id)})
+                         "seq": delivery.seq,
+                         "state": data.get("state", state_after(EventName(delivery.event)).value),
+                         "at": data.get("at"), "links": paths.job_links(delivery.job_id)})
 
 
 class WebhookSender:
@@ -148,8 +154,8 @@ class WebhookSender:
         assert self._session is not None
         if not self._settings.webhook_allow_private and forbidden_literal(delivery.url):
             return None, "the callback URL is a loopback, private or reserved address", None
-        job = await self._store.get_job(delivery.job_id)
-        body = payload(delivery, job.state.value if job else "deleted")
+        events = await self._store.job_events(delivery.job_id, delivery.seq - 1, 1)
+        body = payload(delivery, next((e for e in events if e.seq == delivery.seq), None))
         message_id = f"{delivery.job_id}.{delivery.seq}"
         now = datetime.now(UTC)
         headers = {"content-type": "application/json", "webhook-id": message_id,

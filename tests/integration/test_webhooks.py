@@ -116,7 +116,9 @@ async def test_completed_job_is_announced_once_signed_and_after_its_event_is_sto
     [delivery] = await settled(http, server, job["id"], "delivered")
 
     [(headers, payload)] = receiver.received
+    completed = orjson.loads(read.events[-1].data)
     assert payload == {"type": "job.completed", "job_id": job["id"], "state": "completed",
+                       "seq": read.ids[-1], "at": completed["at"],
                        "links": {"self": f"/api/v1/jobs/{job['id']}",
                                  "events": f"/api/v1/jobs/{job['id']}/events",
                                  "ws": f"/api/v1/jobs/{job['id']}/ws",
@@ -276,6 +278,11 @@ async def test_every_event_with_callback_events_all(
     await settled(http, server, job["id"], "delivered", count=len(read.ids))
     types = sorted((int(h["webhook-id"].split(".")[1]), p["type"]) for h, p in receiver.received)
     assert types == [(i, f"job.{name}") for i, name in zip(read.ids, read.names, strict=True)]
+    # Each names its event's own state, seq and time, whatever the job's state when sent.
+    sent = sorted((p["seq"], p["state"], p["at"]) for _, p in receiver.received)
+    stored = [orjson.loads(e.data) for e in read.events]
+    assert sent == [(d["seq"], d["state"], d["at"]) for d in stored]
+    assert [state for _, state, _ in sent][:2] == ["queued", "processing"]
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/x",
