@@ -52,6 +52,10 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
                        "anyone who can reach it could run jobs. Configure --api-tokens-file, "
                        "bind 127.0.0.1, or pass --insecure if something else guards this "
                        "address.")
+    if settings.postgres_url is None and not settings.sqlite_path.parent.is_dir():
+        # Made silently, a mistyped path would hold a new, empty database.
+        return _refuse(f"error: argument --db: the directory {settings.sqlite_path.parent} "
+                       "does not exist; create it, or name a file in a directory that does")
     # Bound first: a port in use is one clear line before the database is migrated or a
     # generated secret is shown.
     try:

@@ -1,4 +1,4 @@
-"""The built-in demo job types: ``sleep``, ``primes`` and ``report``; the server loads
+"""The built-in demo job types: ``sleep``, ``primes``, ``report`` and ``fail``; the server loads
 this module (``sse_jobs.server.load_job_modules``), a job author never needs to."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ class SleepParams(BaseModel):
     steps: int = Field(10, ge=1, le=100_000, description="progress events along the way")
 
 
-@job("sleep", params=SleepParams, timeout=86400, max_attempts=1,
+# Three attempts, as the other demo types: a job running when its server is killed runs
+# again after the restart.
+@job("sleep", params=SleepParams, timeout=86400, max_attempts=3,
      description="Wait for a while, reporting progress at each step")
 def sleep(ctx: JobContext, params: SleepParams) -> dict[str, float]:
     pause = params.seconds / params.steps
@@ -101,3 +103,19 @@ def report(ctx: JobContext, params: ReportParams) -> dict[str, object]:
             if row % step == 0 or row == params.rows:
                 ctx.progress(100 * row / params.rows, f"wrote {row}/{params.rows} rows")
     return {"rows": params.rows, "total": round(total, 2), "file": "report.csv"}
+
+
+class FailParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    steps: int = Field(3, ge=0, le=1000, description="progress events before it fails")
+    seconds: float = Field(1.0, ge=0, le=3600, description="total time before it fails")
+
+
+@job("fail", params=FailParams, timeout=3600, max_attempts=1,
+     description="Report progress, then raise: what a failed job looks like")
+def fail(ctx: JobContext, params: FailParams) -> None:
+    for step in range(1, params.steps + 1):
+        time.sleep(params.seconds / params.steps)
+        ctx.progress(100 * step / (params.steps + 1), f"step {step}/{params.steps}")
+    raise RuntimeError(f"failed on purpose after {params.steps} steps")

@@ -33,3 +33,13 @@ def test_a_port_in_use_is_one_clear_line_before_the_database_or_any_secret(
     assert done.stderr == (f"sse-jobs: cannot listen on 127.0.0.1:{port}: "
                            "the address is already in use\n")
     assert not (tmp_path / "jobs.db").exists()  # nothing migrated, no secret made or shown
+
+
+def test_a_db_in_a_missing_directory_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    done = serve("--port", "0", "--db", str(missing / "jobs.db"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert f"--db: the directory {missing} does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not missing.exists()

@@ -1114,7 +1114,7 @@ async def test_job_types(server: Server, http: aiohttp.ClientSession) -> None:
         assert response.content_type == "application/json"
         body = await response.json()
     types = {t["name"]: t for t in body["job_types"]}
-    assert {"sleep", "primes", "report", "echo", "polite", "write_file"} <= set(types)
+    assert {"sleep", "primes", "report", "fail", "echo", "polite", "write_file"} <= set(types)
     for job_type in types.values():
         assert isinstance(job_type["description"], str)
         assert job_type["description"]
@@ -1127,7 +1127,9 @@ async def test_job_types(server: Server, http: aiohttp.ClientSession) -> None:
     assert set(types["sleep"]["params_schema"]["properties"]) == {"seconds", "steps"}
     assert set(types["primes"]["params_schema"]["properties"]) == {"limit", "segments"}
     assert set(types["report"]["params_schema"]["properties"]) == {"rows", "seed"}
-    assert types["sleep"]["defaults"] == {"timeout": 86400, "max_attempts": 1}
+    assert types["sleep"]["defaults"] == {"timeout": 86400, "max_attempts": 3}
+    assert set(types["fail"]["params_schema"]["properties"]) == {"steps", "seconds"}
+    assert types["fail"]["defaults"] == {"timeout": 3600, "max_attempts": 1}
     assert types["primes"]["defaults"] == {"timeout": 3600, "max_attempts": 3}
     assert types["report"]["defaults"] == {"timeout": 3600, "max_attempts": 3}
     assert types["echo"]["defaults"] == {"timeout": 600, "max_attempts": 1}

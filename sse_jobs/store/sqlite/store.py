@@ -105,7 +105,6 @@ class SQLiteStore(Store):
     async def open(self, listener: EventListener | None) -> None:
         if listener is not None:
             self._listener = listener
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_database()
         try:
             self._writer = await asyncio.get_running_loop().run_in_executor(
