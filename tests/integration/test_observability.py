@@ -253,7 +253,7 @@ async def test_a_stream_the_client_closes_is_logged_and_counted_as_the_200_it_go
     assert samples[f"sse_jobs_http_request_duration_seconds_count{route % 200}"] == 1
     assert f"sse_jobs_http_request_duration_seconds_count{route % 500}" not in samples
     async with http.post(server.api(f"/jobs/{job['id']}/cancel")) as cancelled:
-        assert cancelled.status == 202
+        assert cancelled.status in {200, 202}  # queued still, or running
 
 
 async def test_control_characters_of_a_request_path_are_escaped_in_the_text_log(
