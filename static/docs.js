@@ -10,7 +10,16 @@ const refName = (schema) => (schema && schema.$ref ? schema.$ref.split("/").pop(
 
 function schemaText(schema) {
   const name = refName(schema);
-  return name ? el("a", { href: `#schema-${name}` }, name) : (schema && schema.type) || "any";
+  if (name) return el("a", { href: `#schema-${name}` }, name);
+  if (schema && schema.oneOf) {  // "A or B": each alternative by name
+    const span = el("span");
+    schema.oneOf.forEach((choice, i) => span.append(i ? " or " : "", schemaText(choice)));
+    return span;
+  }
+  if (schema && schema.type === "array" && schema.items) {
+    return el("span", {}, "array of ", schemaText(schema.items));
+  }
+  return (schema && schema.type) || "any";
 }
 
 function parametersTable(parameters) {

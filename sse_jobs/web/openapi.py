@@ -189,11 +189,16 @@ def build(registry: Registry) -> dict[str, Any]:
 def _submissions(registry: Registry, definitions: dict[str, Any],
                  refs: Mapping[tuple[Any, JsonSchemaMode], Any]) -> dict[str, Any]:
     """The body of POST /jobs: one variant per job type, told apart by ``type``; or an
-    array of such variants, each with its own ``idempotency_key`` (a bulk submission)."""
+    array of such variants, each with its own ``idempotency_key`` (a bulk submission).
+    Both are named schemas, so that a reader (``/docs``) finds their fields by name."""
     one = _variants(registry, definitions, refs, "CreateJob", "Submit")
     many = _variants(registry, definitions, refs, "BulkSubmission", "BulkSubmit")
-    return {"oneOf": [one, {"type": "array", "minItems": 1, "maxItems": 1000,
-                            "items": many, "title": "A bulk submission"}]}
+    definitions["JobSubmission"] = {"type": "object", "title": "A job", **one}
+    definitions["BulkJobSubmission"] = {"type": "array", "minItems": 1, "maxItems": 1000,
+                                        "items": {"type": "object", **many},
+                                        "title": "A bulk submission"}
+    return {"oneOf": [{"$ref": _REF.format(model="JobSubmission")},
+                      {"$ref": _REF.format(model="BulkJobSubmission")}]}
 
 
 def _variants(registry: Registry, definitions: dict[str, Any],
