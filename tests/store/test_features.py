@@ -9,12 +9,12 @@ import dataclasses
 import time
 
 import pytest
+from test_conformance import ERROR, change, new_job, processing
 
 from sse_jobs import events
 from sse_jobs.records import NewJob
 from sse_jobs.states import JobState
 from stores import Opened
-from test_conformance import ERROR, change, new_job, processing
 
 IDS = [f"01M89000000000000000000{n:03d}" for n in range(20)]
 
