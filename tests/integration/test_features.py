@@ -3,15 +3,20 @@ each backend."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from conftest import MakeServer, Server, Submit, wait_for
+from graphql_client import codes, gql
 from sse_client import read_stream
+from sse_jobs import SyncClient
+from sse_jobs.client import ApiError, Client
 from sse_jobs.events import iso
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789ab"
@@ -110,7 +115,7 @@ async def test_another_principals_job_is_not_found_and_a_rerun_counts_against_li
     assert (status, new["rerun_of"]) == (202, old["id"])
     status, limited, response = await rerun(http, server, old["id"], alice)
     assert status == 429  # the new one is active: alice's one active job
-    assert "active" in limited["detail"] or "running" in limited["detail"]
+    assert "has 1 jobs queued or running" in limited["detail"]
     assert "Retry-After" in response.headers
     async with http.post(server.api(f"/jobs/{new['id']}/cancel"), headers=alice) as response:
         assert response.status in {200, 202}
@@ -254,3 +259,63 @@ async def test_a_limited_type_runs_one_at_a_time_while_other_types_flow(
     async with http.post(server.api(f"/jobs/{second['id']}/cancel")) as response:
         assert response.status == 202
     await finished(http, server, second)
+
+
+# -- GraphQL --------------------------------------------------------------------------------
+
+
+async def test_graphql_submits_delayed_tagged_jobs_filters_by_tag_and_reruns(
+    server: Server, http: aiohttp.ClientSession, submit: Submit
+) -> None:
+    endpoint = server.url + "/graphql"
+    answer = await gql(http, endpoint, """mutation { submitJob(type: "echo", delay: 30,
+        tags: ["gql", "x"]) { id state runAt createdAt tags rerunOf } }""")
+    delayed = answer["data"]["submitJob"]
+    assert (delayed["state"], delayed["tags"], delayed["rerunOf"]) == ("queued", ["gql", "x"],
+                                                                     None)
+    assert parse(delayed["runAt"]) - parse(delayed["createdAt"]) == 30
+    both = await gql(http, endpoint, """mutation { submitJob(type: "echo", delay: 3,
+        runAt: "2030-01-01T00:00:00Z") { id } }""")
+    assert codes(both) == ["BAD_USER_INPUT"]
+    listed = await gql(http, endpoint, '{ jobs(tag: ["gql"]) { jobs { id } } }')
+    assert listed["data"]["jobs"]["jobs"] == [{"id": delayed["id"]}]
+
+    old = await submit(server, "flaky", {"failures": 1}, max_attempts=1)
+    await finished(http, server, old)
+    rerun = """mutation ($id: ID!) { rerunJob(id: $id) { id rerunOf state type } }"""
+    again = (await gql(http, endpoint, rerun, {"id": old["id"]}))["data"]["rerunJob"]
+    assert (again["rerunOf"], again["state"], again["type"]) == (old["id"], "queued", "flaky")
+    assert codes(await gql(http, endpoint, rerun, {"id": delayed["id"]})) == ["CONFLICT"]
+    types = await gql(http, endpoint, "{ jobTypes { name concurrency } }")
+    assert {"name": "single", "concurrency": 1} in types["data"]["jobTypes"]
+
+
+# -- the Python clients ---------------------------------------------------------------------
+
+
+async def test_the_clients_submit_delayed_tagged_jobs_and_rerun(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with Client(server.url) as client:
+        when = datetime.now(UTC) + timedelta(minutes=5)
+        later = await client.submit("echo", {"value": 1}, run_at=when, tags=["client"])
+        assert (later.state, later.tags, later.run_at) == ("queued", ["client"], when)
+        soon = await client.submit("echo", delay=60)
+        assert soon.run_at is not None
+        assert soon.run_at > soon.created_at
+        assert [j.id for j in (await client.list(tag="client")).jobs] == [later.id]
+        failed = await client.submit("flaky", {"failures": 1}, max_attempts=1)
+        assert (await client.wait(failed.id)).state == "failed"
+        again = await client.rerun(failed.id)
+        assert (again.rerun_of, again.type, again.state) == (failed.id, "flaky", "queued")
+        with pytest.raises(ApiError) as refused:
+            await client.rerun(later.id)
+        assert refused.value.status == 409
+
+    def use() -> tuple[str | None, list[str]]:
+        with SyncClient(server.url) as sync:
+            rerun = sync.rerun(again.id) if sync.wait(again.id).state == "failed" else None
+            tagged = sync.submit("echo", tags=["sync"], delay=1.5)
+            return None if rerun is None else rerun.rerun_of, tagged.tags
+
+    assert await asyncio.to_thread(use) == (again.id, ["sync"])
