@@ -243,6 +243,9 @@ def _run_at(request: CreateJob, now: float) -> float | None:
     if request.run_at is None:
         return None
     run_at = request.run_at.timestamp()
+    if run_at < 0:  # times are kept as UNIX seconds, and written back in 4-digit years
+        raise ValidationFailed("run_at is before 1970", [
+            {"field": "run_at", "message": "must be 1970-01-01T00:00:00Z or later"}])
     if run_at > now + MAX_DELAY:
         raise ValidationFailed(f"run_at is more than {MAX_DELAY / 86400:g} days ahead", [
             {"field": "run_at", "message": f"at most {MAX_DELAY / 86400:g} days ahead"}])

@@ -162,6 +162,7 @@ async def test_timing_that_is_contradictory_or_out_of_bounds_is_422(
              ({"delay": 31 * 86400}, "delay"), ({"delay": "5"}, "delay"),
              ({"run_at": "2030-01-01T00:00:00"}, "run_at"),  # no offset
              ({"run_at": "tomorrow"}, "run_at"),
+             ({"run_at": "0405-10-15T13:32:24-01:25"}, "run_at"),  # before UNIX time
              ({"run_at": iso(time.time() + 31 * 86400)}, "run_at")]
     for extra, field in cases:
         status, problem = await post(http, server, {**base, **extra})
