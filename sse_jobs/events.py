@@ -56,9 +56,13 @@ def inline_result(result: bytes | None) -> Any:
 # -- one builder per event ----------------------------------------------------------------
 
 
-def queued(at: float, position: int) -> EventDraft:
-    """A new job; ``position`` 1 is the next to run."""
-    return EventDraft(EventName.QUEUED, at, {"position": position})
+def queued(at: float, position: int, run_at: float | None = None) -> EventDraft:
+    """A new job; ``position`` 1 is the next to run; ``run_at``, of a delayed job, the time
+    it was asked to start at."""
+    fields: dict[str, Any] = {"position": position}
+    if run_at is not None:
+        fields["run_at"] = iso(run_at)
+    return EventDraft(EventName.QUEUED, at, fields)
 
 
 def processing(at: float, attempt: int) -> EventDraft:

@@ -7,9 +7,14 @@ client parses answers with them. Plain shapes: nothing here knows the server.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_DELAY = 30 * 86400.0  # seconds a submission may ask a job to wait: 30 days
+MAX_TAGS = 16
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                       pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 class CreateJob(BaseModel):
@@ -27,6 +32,15 @@ class CreateJob(BaseModel):
                                      description="webhook URL for this job's events")
     callback_events: Literal["terminal", "all"] = Field(
         "terminal", description="webhook on terminal events only, or on every event")
+    # not strict: the time arrives as an ISO 8601 string; it must name its offset
+    run_at: AwareDatetime | None = Field(
+        None, strict=False, description="do not start before this time (ISO 8601 with an "
+                                        "offset); a time past starts as soon as possible")
+    delay: float | None = Field(None, gt=0, le=MAX_DELAY,
+                                description="seconds to wait before starting; not with run_at")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
+                            description="labels to find the job by: up to 16, each 1-64 of "
+                                        "A-Z a-z 0-9 . _ : -")
 
 
 class BulkSubmission(CreateJob):
@@ -78,6 +92,10 @@ class Job(BaseModel):
     result: Any = Field(description="the JSON result when at most 64 KiB, else null")
     error: JobError | None
     last_event_id: int = Field(description="seq of the job's newest event")
+    rerun_of: str | None = Field(description="the job this one runs again, if it is a re-run")
+    run_at: datetime | None = Field(
+        description="the time it was asked to start at (run_at or delay); null: at once")
+    tags: list[str]
     links: JobLinks
 
 
@@ -101,6 +119,8 @@ class JobTypeInfo(BaseModel):
     description: str
     params_schema: dict[str, Any] = Field(description="JSON Schema of the type's params")
     defaults: JobTypeDefaults
+    concurrency: int | None = Field(
+        description="at most this many of its jobs run at once; null: no limit of its own")
 
 
 class JobTypes(BaseModel):

@@ -43,6 +43,9 @@ class JobRecord:
     principal: str = ""
     callback_url: str | None = None
     callback_events: str = "terminal"
+    rerun_of: str | None = None  # the failed or cancelled job this one runs again
+    run_at: float | None = None  # when the submission asked it to start; None: at once
+    tags: tuple[str, ...] = ()
 
 
 class Event(NamedTuple):
@@ -79,6 +82,9 @@ class NewJob:
     principal: str = ""
     callback_url: str | None = None
     callback_events: str = "terminal"
+    rerun_of: str | None = None
+    run_at: float | None = None  # not reserved before then (a time past: at once)
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import orjson
 PROTOCOL = "graphql-transport-ws"
 
 JOB_FIELDS = """id type state params progress message attempt maxAttempts priority timeout
-createdAt startedAt finishedAt result lastEventId
+createdAt startedAt finishedAt result lastEventId rerunOf runAt tags
 error { type message exception traceback } links { self events ws cancel result }"""
 EVENT_FIELDS = "id seq jobId event state at data"
 JOB_EVENTS = f"""subscription ($job: ID!, $after: Int) {{

@@ -58,6 +58,12 @@ def polite(ctx: JobContext, params: PoliteParams) -> str:
     return "not cancelled"
 
 
+@job("single", params=PoliteParams, max_attempts=1, concurrency=1,
+     description="As polite, and only one at a time")
+def single(ctx: JobContext, params: PoliteParams) -> str:
+    return polite(ctx, params)
+
+
 class CrashParams(BaseModel):
     times: int = Field(1, ge=0, description="attempts that crash before one succeeds")
 

@@ -37,6 +37,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -216,10 +217,17 @@ class Client:
         timeout: float | None = None,  # noqa: ASYNC109 - the job's own timeout, not this call's
         max_attempts: int | None = None, callback_url: str | None = None,
         callback_events: str | None = None, idempotency_key: str | None = None,
+        run_at: datetime | str | None = None, delay: float | None = None,
+        tags: Sequence[str] | None = None,
     ) -> Job:
-        """Submit a job; with ``idempotency_key`` a retried submission returns the same job."""
+        """Submit a job; with ``idempotency_key`` a retried submission returns the same job.
+
+        ``run_at`` (a datetime with a timezone, or an ISO 8601 string with an offset) or
+        ``delay`` (seconds) makes it wait before it starts; ``tags`` label it."""
         optional = {"priority": priority, "timeout": timeout, "max_attempts": max_attempts,
-                    "callback_url": callback_url, "callback_events": callback_events}
+                    "callback_url": callback_url, "callback_events": callback_events,
+                    "run_at": run_at.isoformat() if isinstance(run_at, datetime) else run_at,
+                    "delay": delay, "tags": None if tags is None else list(tags)}
         body = {"type": type, "params": dict(params or {}),
                 **{k: v for k, v in optional.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -234,6 +242,11 @@ class Client:
         return [result.job if result.job is not None else _item_error(result)
                 for result in answer.results]
 
+    async def rerun(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again: the new job (its ``rerun_of`` names the
+        old one, which stays as it is)."""
+        return await self._model(Job, "POST", f"/jobs/{job_id}/rerun")
+
     async def get(self, job_id: str) -> Job:
         """The job as it is now."""
         return await self._model(Job, "GET", f"/jobs/{job_id}")
@@ -241,9 +254,11 @@ class Client:
     async def list(
         self, *, state: str | Sequence[str] | None = None, type: str | Sequence[str] | None = None,
         limit: int | None = None, cursor: str | None = None,
+        tag: str | Sequence[str] | None = None,
     ) -> JobList:
-        """One page of jobs, newest first; pass ``next`` back as ``cursor`` for the next."""
-        query = {"state": _csv(state), "type": _csv(type),
+        """One page of jobs, newest first; pass ``next`` back as ``cursor`` for the next.
+        ``tag``: only the jobs that have it (several: all of them)."""
+        query = {"state": _csv(state), "type": _csv(type), "tag": _csv(tag),
                  "limit": None if limit is None else str(limit), "cursor": cursor}
         params = {k: v for k, v in query.items() if v}
         return await self._model(JobList, "GET", "/jobs", params=params)
@@ -496,6 +511,10 @@ class SyncClient:
     def submit_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job | ApiError]:
         """See ``Client.submit_many``."""
         return self._run(self._client.submit_many(jobs))
+
+    def rerun(self, job_id: str) -> Job:
+        """See ``Client.rerun``."""
+        return self._run(self._client.rerun(job_id))
 
     def get(self, job_id: str) -> Job:
         """See ``Client.get``."""

@@ -26,6 +26,7 @@ from sse_jobs.auth import ANONYMOUS
 from sse_jobs.config import Settings
 from sse_jobs.errors import (
     BadRequest,
+    Conflict,
     SseJobsError,
     TooManyRequests,
     Unavailable,
@@ -35,9 +36,9 @@ from sse_jobs.ids import JobIdFactory
 from sse_jobs.jobs.registry import JobType, Registry
 from sse_jobs.logs import job_extra
 from sse_jobs.metrics import Metrics
-from sse_jobs.models import CreateJob
+from sse_jobs.models import MAX_DELAY, CreateJob
 from sse_jobs.records import JobRecord, NewJob
-from sse_jobs.states import EventName
+from sse_jobs.states import EventName, JobState
 from sse_jobs.store.base import Store
 from sse_jobs.webhooks.guard import check_callback_url
 from sse_jobs.webhooks.policy import delivery_url
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_RETRY_AFTER = 5
 ACTIVE_LIMIT_RETRY_AFTER = 5
 MAX_IDEMPOTENCY_KEY = 255
+RERUNNABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
 
 
 class Intake(Protocol):
@@ -83,9 +85,25 @@ class Admission:
             raise outcome
         return outcome
 
+    async def rerun(self, old: JobRecord, principal: str = ANONYMOUS) -> JobRecord:
+        """A new job with the type, params, options and tags of a failed or cancelled one
+        (which stays as it is), admitted like any submission: limits and queue bound."""
+        if old.state not in RERUNNABLE:
+            raise Conflict(f"job {old.id} is {old.state.value}; only a failed or cancelled "
+                           "job can be re-run")
+        request = CreateJob(
+            type=old.type, params=old.params, priority=old.priority, timeout=old.timeout,
+            max_attempts=old.max_attempts, callback_url=old.callback_url,
+            callback_events="all" if old.callback_events == "all" else "terminal",
+            run_at=None, delay=None, tags=list(old.tags))
+        [outcome] = await self.submit_many([(request, None)], principal, rerun_of=old.id)
+        if isinstance(outcome, SseJobsError):
+            raise outcome
+        return outcome[0]
+
     async def submit_many(
         self, requests: Sequence[tuple[CreateJob | SseJobsError, str | None]],
-        principal: str = ANONYMOUS,
+        principal: str = ANONYMOUS, *, rerun_of: str | None = None,
     ) -> list[tuple[JobRecord, bool] | SseJobsError]:
         """``submit`` for each (request, idempotency key), the new jobs stored in one
         transaction: for each, in order, its job and whether it is new, or why it was
@@ -96,7 +114,7 @@ class Admission:
         new: list[tuple[int, NewJob]] = []
         for request, key in requests:
             try:
-                prepared = await self._prepare(request, key, principal)
+                prepared = await self._prepare(request, key, principal, rerun_of)
             except SseJobsError as refusal:
                 outcomes.append(refusal)
                 continue
@@ -118,7 +136,7 @@ class Admission:
         return outcomes
 
     async def _prepare(self, request: CreateJob | SseJobsError, idempotency_key: str | None,
-                       principal: str) -> NewJob | JobRecord:
+                       principal: str, rerun_of: str | None = None) -> NewJob | JobRecord:
         """The job to store for a valid request, or the job already stored for its key."""
         if isinstance(request, SseJobsError):
             raise request
@@ -130,12 +148,17 @@ class Admission:
                                    _params_errors(exc)) from None
         if idempotency_key is not None and not _valid_key(idempotency_key):
             raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters")
+        now = time.time()
+        run_at = _run_at(request, now)
+        tags = tuple(dict.fromkeys(request.tags))  # a tag named twice is one tag
         params_json = params.model_dump(mode="json")
         timeout = min(request.timeout or job_type.timeout, job_type.timeout)
         attempts = request.max_attempts or job_type.max_attempts
         fingerprint = hashlib.sha256(orjson.dumps(
             [request.type, params_json, request.priority, timeout, attempts,
-             request.callback_url, request.callback_events],
+             request.callback_url, request.callback_events,
+             None if request.run_at is None else request.run_at.isoformat(), request.delay,
+             tags],
             option=orjson.OPT_SORT_KEYS)).hexdigest()
         if idempotency_key is not None:  # a retry of an accepted request is never refused
             existing = await self._store.job_by_idempotency_key(principal, idempotency_key)
@@ -143,14 +166,15 @@ class Admission:
                 return _same_request(existing, fingerprint)
         if request.callback_url is not None:
             await check_callback_url(request.callback_url, self._settings.webhook_allow_private)
-        now = time.time()
         webhook = delivery_url(EventName.QUEUED, request.callback_url, request.callback_events)
         return NewJob(
             id=self._ids.new(), type=request.type, params=params_json,
             priority=request.priority, max_attempts=attempts, timeout=timeout, created_at=now,
-            first_event=lambda position: events.queued(now, position)._replace(webhook=webhook),
+            first_event=lambda position: events.queued(now, position, run_at)._replace(
+                webhook=webhook),
             idempotency_key=idempotency_key, request_hash=fingerprint, principal=principal,
-            callback_url=request.callback_url, callback_events=request.callback_events)
+            callback_url=request.callback_url, callback_events=request.callback_events,
+            rerun_of=rerun_of, run_at=run_at, tags=tags)
 
     def _stored(self, job: NewJob, outcome: tuple[JobRecord, bool] | SseJobsError
                 ) -> tuple[JobRecord, bool] | SseJobsError:
@@ -206,6 +230,26 @@ class Admission:
                     f"{principal} may submit {per_minute} jobs a minute",
                     retry_after=max(1, math.ceil(wait)))
                 for wait in waits] + [busy] * (count - len(waits))
+
+
+def _run_at(request: CreateJob, now: float) -> float | None:
+    """When a submission asks its job to start (None: at once): ``run_at``, or ``delay``
+    seconds from now; never both, and never more than ``MAX_DELAY`` ahead."""
+    if request.run_at is not None and request.delay is not None:
+        raise ValidationFailed("give run_at or delay, not both", [
+            {"field": "delay", "message": "not allowed together with run_at"}])
+    if request.delay is not None:
+        return now + request.delay
+    if request.run_at is None:
+        return None
+    run_at = request.run_at.timestamp()
+    if run_at < 0:  # times are kept as UNIX seconds, and written back in 4-digit years
+        raise ValidationFailed("run_at is before 1970", [
+            {"field": "run_at", "message": "must be 1970-01-01T00:00:00Z or later"}])
+    if run_at > now + MAX_DELAY:
+        raise ValidationFailed(f"run_at is more than {MAX_DELAY / 86400:g} days ahead", [
+            {"field": "run_at", "message": f"at most {MAX_DELAY / 86400:g} days ahead"}])
+    return run_at
 
 
 def _params_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -307,7 +307,7 @@ class Engine:
         self._feed()
         room = self._room() if self.pool.alive else 0
         if room:
-            reserved = await self.store.reserve(time.time(), room)
+            reserved = await self.store.reserve(time.time(), room, self.registry.limits())
             for record in reserved:
                 heapq.heappush(self._held, (-record.priority, record.id, record))
             self._feed()
@@ -317,7 +317,8 @@ class Engine:
         # the dispatcher looks now and then in case that word was lost.
         delay = min(IDLE_DISPATCH_WAIT, self.settings.lease_renew) if self.store.shared else (
             IDLE_DISPATCH_WAIT)
-        next_at = await self.store.next_run_at() if self._room() else None
+        next_at = (await self.store.next_run_at(self.registry.limits()) if self._room()
+                   else None)
         if next_at is not None:
             delay = min(delay, max(0.0, next_at - time.time()))
         return delay

@@ -42,13 +42,14 @@ class Jobs:
 
     async def page(self, principal: str | None, *, states: Sequence[JobState] = (),
                    types: Sequence[str] = (), cursor: str | None = None,
-                   limit: int) -> JobPage:
-        """Jobs newest first, filtered by state and type, after ``cursor``."""
+                   limit: int, tags: Sequence[str] = ()) -> JobPage:
+        """Jobs newest first, filtered by state, type and tags (all of them), after
+        ``cursor``."""
         if cursor is not None and not is_job_id(cursor):
             raise BadRequest("cursor is not one this server handed out")
         newest = await self._store.last_event_id()
         records = await self._store.list_jobs(principal=principal, states=states, types=types,
-                                              before=cursor, limit=limit + 1)
+                                              before=cursor, limit=limit + 1, tags=tags)
         page = records[:limit]
         return JobPage(page, page[-1].id if len(records) > limit else None, newest)
 

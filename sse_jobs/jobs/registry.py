@@ -33,6 +33,7 @@ class JobType:
     timeout: float
     max_attempts: int
     description: str
+    concurrency: int | None = None  # at most this many attempts at once, on every node
 
     @property
     def module(self) -> str:
@@ -56,14 +57,20 @@ class Registry:
         timeout: float = 600.0,
         max_attempts: int = 3,
         description: str = "",
+        concurrency: int | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as job type ``name``; the function is unchanged."""
+        """Register the decorated function as job type ``name``; the function is unchanged.
+
+        ``concurrency``: at most that many of its attempts run at once, across every node
+        of the database; None: as many as there are workers."""
         if not name or not set(name) <= _NAME_CHARS or len(name) > 64:
             raise ValueError(f"job type name {name!r}: use 1-64 of [a-z0-9_.-]")
         if not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(f"job type {name!r}: timeout must be in (0, {MAX_TIMEOUT:g}]")
         if not 1 <= max_attempts <= 100:
             raise ValueError(f"job type {name!r}: max_attempts must be in [1, 100]")
+        if concurrency is not None and not 1 <= concurrency <= 10_000:
+            raise ValueError(f"job type {name!r}: concurrency must be in [1, 10000] or None")
 
         def register(func: F) -> F:
             existing = self._types.get(name)
@@ -72,12 +79,16 @@ class Registry:
                                  f"{_qualified(existing.func)}")
             self._types[name] = JobType(
                 name=name, func=func, params=params, timeout=float(timeout),
-                max_attempts=max_attempts,
+                max_attempts=max_attempts, concurrency=concurrency,
                 description=description or (func.__doc__ or "").strip().split("\n")[0],
             )
             return func
 
         return register
+
+    def limits(self) -> dict[str, int]:
+        """The concurrency limit of each type that has one."""
+        return {t.name: t.concurrency for t in self._types.values() if t.concurrency is not None}
 
     def get(self, name: str) -> JobType | None:
         return self._types.get(name)

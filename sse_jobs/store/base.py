@@ -15,7 +15,7 @@ trouble is ``Unavailable`` (503), a refused transition ``IllegalTransition``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from sse_jobs.errors import SseJobsError
@@ -34,6 +34,8 @@ from sse_jobs.states import JobState
 EventListener = Callable[[Sequence[Event]], None]
 # The event a started job's row calls for (its ``processing``, with the attempt just begun).
 DraftFor = Callable[[JobRecord], EventDraft]
+# Concurrency limits: at most this many jobs of the type reserved or processing at once.
+Limits = Mapping[str, int]
 
 
 class Store(ABC):
@@ -108,11 +110,14 @@ class Store(ABC):
         """Processing jobs whose lease has run out: their node is presumed dead."""
 
     @abstractmethod
-    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
+    async def reserve(self, now: float, limit: int, limits: Limits | None = None
+                      ) -> list[JobRecord]:
         """Reserve up to ``limit`` runnable queued jobs for this node, highest priority,
         then oldest, first, without starting them: they stay ``queued`` (no event), and
         nobody else reserves them until they are started or released (or, on a shared
-        store, their lease runs out)."""
+        store, their lease runs out). A type in ``limits`` gets no more than its slots
+        left: its limit less its jobs reserved or processing (on every node); the other
+        types are reserved meanwhile as if it were not there."""
 
     @abstractmethod
     async def start(self, job_id: str, at: float, draft: DraftFor) -> tuple[JobRecord, Event]:
@@ -126,8 +131,9 @@ class Store(ABC):
         """Give back this node's reservations of these jobs, if it still holds them."""
 
     @abstractmethod
-    async def next_run_at(self) -> float | None:
-        """The earliest ``not_before`` of any queued job nobody has reserved."""
+    async def next_run_at(self, limits: Limits | None = None) -> float | None:
+        """The earliest ``not_before`` of any queued job nobody has reserved, leaving out
+        the types of ``limits`` that have no slot left (they wait for a slot, not time)."""
 
     @abstractmethod
     async def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -138,9 +144,10 @@ class Store(ABC):
     @abstractmethod
     async def list_jobs(
         self, *, principal: str | None, states: Sequence[JobState], types: Sequence[str],
-        before: str | None, limit: int,
+        before: str | None, limit: int, tags: Sequence[str] = (),
     ) -> list[JobRecord]:
-        """Jobs newest first, optionally filtered, with ids below ``before``."""
+        """Jobs newest first, optionally filtered (``tags``: jobs that have all of them),
+        with ids below ``before``."""
 
     @abstractmethod
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]: ...

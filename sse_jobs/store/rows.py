@@ -4,7 +4,7 @@ its ``queries.sql``), progress grouped by attempt, and the error a refused chang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ def job_record(row: Sequence[Any]) -> JobRecord:
         error=None if row[16] is None else orjson.loads(row[16]), last_event_id=row[17],
         cancel_requested=bool(row[18]), idempotency_key=row[19], request_hash=row[20],
         principal=row[21], callback_url=row[22], callback_events=row[23],
+        rerun_of=row[24], run_at=row[25], tags=tuple(orjson.loads(row[26])),
     )
 
 
@@ -61,3 +62,17 @@ def refusal(job_id: str, state: str | None, change: Change | None) -> SseJobsErr
         return IllegalTransition(f"job {job_id} is no longer in attempt {change.fence.attempt} "
                                  "here (it was taken over, or its lease ran out)")
     return IllegalTransition(f"job {job_id} is {state}; it cannot become {change.name.value}")
+
+
+def best(candidates: Sequence[Sequence[Any]], limit: int) -> list[str]:
+    """The ids of the ``limit`` best of ``(id, priority)`` candidates: highest priority,
+    then oldest (ids sort by creation time), first."""
+    ranked = sorted({row[0]: row[1] for row in candidates}.items(),
+                    key=lambda item: (-item[1], item[0]))
+    return [job_id for job_id, _ in ranked[:limit]]
+
+
+def rooms(limits: Mapping[str, int], busy: Mapping[str, int], limit: int) -> dict[str, int]:
+    """Per limited type, how many more of its jobs may be reserved now (none left out)."""
+    free = {name: min(limit, cap - busy.get(name, 0)) for name, cap in limits.items()}
+    return {name: room for name, room in sorted(free.items()) if room > 0}

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from sse_jobs.errors import BadRequest, SseJobsError, ValidationFailed
-from sse_jobs.models import BulkSubmission, CreateJob
+from sse_jobs.models import MAX_TAGS, BulkSubmission, CreateJob
 from sse_jobs.paths import API
 from sse_jobs.records import JobRecord
 from sse_jobs.states import JobState
@@ -44,6 +44,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{API}/jobs/{{id}}", get_job, allow_head=False),
         web.delete(f"{API}/jobs/{{id}}", delete_job),
         web.post(f"{API}/jobs/{{id}}/cancel", cancel_job),
+        web.post(f"{API}/jobs/{{id}}/rerun", rerun_job),
         web.get(f"{API}/jobs/{{id}}/result", get_result, allow_head=False, name="job_result"),
         web.get(f"{API}/job-types", job_types, allow_head=False),
         web.get(f"{API}/job-counts", job_counts, allow_head=False),
@@ -119,11 +120,14 @@ async def list_jobs(request: web.Request) -> web.Response:
     if unknown:
         raise BadRequest(f"unknown state {unknown[0]!r}; use one of "
                          + ", ".join(s.value for s in JobState))
+    tags = csv_param(query.getall("tag", []), "tag")
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"filter by at most {MAX_TAGS} tags, not {len(tags)}")
     principal = named(request)
     page = await request.app[JOBS].page(
         principal, states=[JobState(s) for s in states],
         types=csv_param(query.getall("type", []), "type"), cursor=query.get("cursor"),
-        limit=int_param(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE))
+        limit=int_param(query.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE), tags=tags)
     links = {"events": request.app[ACCESS].events_link(principal, page.last_event_id)}
     return json_response({"jobs": [_resource(request, r) for r in page.jobs],
                           "next": page.next, "links": links})
@@ -132,6 +136,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     record, done = await request.app[ENGINE].cancel(request.match_info["id"], named(request))
     return json_response(_resource(request, record), 200 if done else 202)
+
+
+async def rerun_job(request: web.Request) -> web.Response:
+    """A new job like a failed or cancelled one: 202 with it, which names ``rerun_of``."""
+    principal = named(request)
+    old = await request.app[JOBS].get(request.match_info["id"], principal)
+    resource = _resource(request, await request.app[ADMISSION].rerun(old, principal))
+    return json_response(resource, 202, {"Location": resource["links"]["self"]})
 
 
 async def delete_job(request: web.Request) -> web.Response:

@@ -107,6 +107,10 @@ def build(registry: Registry) -> dict[str, Any]:
                     {"name": "cursor", "in": "query", "required": False,
                      "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
                      "description": "`next` of the previous page"},
+                    {"name": "tag", "in": "query", "required": False, "explode": True,
+                     "schema": {"type": "array", "maxItems": 16, "items": {"type": "string"}},
+                     "description": "repeatable (or comma separated): only the jobs that "
+                                    "have every tag named"},
                 ], responses={"200": _json("JobList", "a page of jobs")}, problems=(400,)),
             },
             f"{API}/jobs/{{id}}": {
@@ -122,6 +126,13 @@ def build(registry: Registry) -> dict[str, Any]:
                     "200": _json("Job", "cancelled (now or before)"),
                     "202": _json("Job", "the running job was asked to stop"),
                 }, problems=(404, 409)),
+            },
+            f"{API}/jobs/{{id}}/rerun": {
+                "post": _op("rerunJob", "Run a failed or cancelled job again, as a new job",
+                            parameters=[job_id], responses={
+                    "202": {**_json("Job", "the new job; its rerun_of names this one",
+                                    location=True), "links": _LINKS},
+                }, problems=(404, 409, 422)),
             },
             f"{API}/jobs/{{id}}/result": {
                 "get": _op("getResult", "Download a completed job's result",
@@ -235,7 +246,7 @@ def _op(operation_id: str, summary: str, *, responses: dict[str, Any],
         operation["security"] = [{}, {"apiToken": []}]
     else:
         problems = (*problems, 401)
-        if operation_id in {"createJob", "jobEvents", "jobWebSocket", "allEvents"}:
+        if operation_id in {"createJob", "rerunJob", "jobEvents", "jobWebSocket", "allEvents"}:
             problems = (*problems, 429, 503)
     for status in problems:
         operation["responses"][str(status)] = {

@@ -38,6 +38,9 @@ def job_resource(job: JobRecord, links: dict[str, str]) -> dict[str, Any]:
         "result": inline_result(job.result),
         "error": job.error,
         "last_event_id": job.last_event_id,
+        "rerun_of": job.rerun_of,
+        "run_at": iso(job.run_at),
+        "tags": list(job.tags),
         "links": links,
     }
 
@@ -45,7 +48,8 @@ def job_resource(job: JobRecord, links: dict[str, str]) -> dict[str, Any]:
 def job_type_resource(job_type: JobType) -> dict[str, Any]:
     return {"name": job_type.name, "description": job_type.description,
             "params_schema": job_type.params_schema(),
-            "defaults": {"timeout": job_type.timeout, "max_attempts": job_type.max_attempts}}
+            "defaults": {"timeout": job_type.timeout, "max_attempts": job_type.max_attempts},
+            "concurrency": job_type.concurrency}
 
 
 def delivery_resource(delivery: Delivery, attempts: list[DeliveryAttempt]) -> dict[str, Any]:

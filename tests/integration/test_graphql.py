@@ -101,7 +101,7 @@ async def test_queries_answer_what_the_rest_api_answers(
     async with http.get(server.api("/job-types"), headers=AS_ALICE) as response:
         rest_types = (await response.json())["job_types"]
     types = await gql(http, url(server), "{ jobTypes { name description paramsSchema "
-                      "defaults { timeout maxAttempts } } }", None, AS_ALICE)
+                      "defaults { timeout maxAttempts } concurrency } }", None, AS_ALICE)
     assert types == {"data": {"jobTypes": as_graphql(rest_types)}}
 
 

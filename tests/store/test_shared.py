@@ -6,6 +6,7 @@ everywhere, periodic tasks held by one node at a time."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -187,3 +188,21 @@ async def test_a_token_bucket_is_shared_by_every_node(nodes: list[Opened]) -> No
     waits = [await opened.store.take_token("alice", 0.1, 2) for opened in nodes]
     assert waits[:2] == [0.0, 0.0]
     assert waits[2] > 5  # the third node finds the bucket the others emptied
+
+
+async def test_nodes_reserving_a_limited_type_at_once_never_exceed_its_limit(
+    nodes: list[Opened],
+) -> None:
+    """Every node asks for many jobs of a type limited to 2, at the same moment, again and
+    again: together they hold 2, never more; the unlimited type is shared out meanwhile."""
+
+    for n in range(30):
+        kind = "limited" if n % 2 else "echo"
+        await nodes[0].store.create_job(dataclasses.replace(new_job(n), type=kind), 100)
+    held: list[JobRecord] = []
+    for _ in range(5):
+        rounds = await asyncio.gather(*(opened.store.reserve(time.time(), 10, {"limited": 2})
+                                        for opened in nodes))
+        held += [job for node in rounds for job in node]
+    assert len([job for job in held if job.type == "limited"]) == 2
+    assert len([job for job in held if job.type == "echo"]) == 15

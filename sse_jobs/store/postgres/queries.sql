@@ -20,14 +20,14 @@ INSERT INTO schema_version (version) VALUES (%(version)s);
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE id = %(id)s;
 
 -- name: select_job_by_key
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE principal = %(principal)s AND idempotency_key = %(key)s;
 
 -- name: select_state
@@ -37,15 +37,17 @@ SELECT state FROM jobs WHERE id = %(id)s;
 -- Nothing when another node stored the same idempotency key first.
 INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
                   not_before, last_event_id, idempotency_key, request_hash, principal,
-                  callback_url, callback_events)
+                  callback_url, callback_events, rerun_of, run_at, tags)
 VALUES (%(id)s, %(type)s, 'queued', %(params)s, %(priority)s, %(max_attempts)s, %(timeout)s,
-        %(created_at)s, %(created_at)s, 1, %(idempotency_key)s, %(request_hash)s,
-        %(principal)s, %(callback_url)s, %(callback_events)s)
+        %(created_at)s,
+        greatest(%(created_at)s, coalesce(%(run_at)s::double precision, %(created_at)s)), 1,
+        %(idempotency_key)s, %(request_hash)s, %(principal)s, %(callback_url)s,
+        %(callback_events)s, %(rerun_of)s, %(run_at)s, %(tags)s)
 ON CONFLICT (principal, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: queue_depth
 SELECT count(*),
@@ -94,7 +96,7 @@ WHERE id = %(id)s AND state = ANY(%(allowed)s)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_completed
 UPDATE jobs SET state = %(state)s, finished_at = %(at)s, result = %(result)s,
@@ -108,7 +110,7 @@ WHERE id = %(id)s AND state = ANY(%(allowed)s)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_failed
 UPDATE jobs SET state = %(state)s, finished_at = %(at)s, error = %(error)s,
@@ -121,7 +123,7 @@ WHERE id = %(id)s AND state = ANY(%(allowed)s)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_cancelled
 UPDATE jobs SET state = %(state)s, finished_at = %(at)s, error = %(error)s,
@@ -134,23 +136,48 @@ WHERE id = %(id)s AND state = ANY(%(allowed)s)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
--- name: reserve
+-- name: insert_tags
+INSERT INTO job_tags (tag, job_id) SELECT unnest(%(tags)s::text[]), %(id)s;
+
+-- name: reserve_candidates
 -- A reservation is a lease on a queued job: SKIP LOCKED, so nodes reserving at once take
 -- different jobs and none waits for another; a node that dies leaves reservations that
--- simply run out.
+-- simply run out. These are the candidates of the types without a concurrency limit.
+SELECT id, priority FROM jobs
+WHERE state = 'queued' AND not_before <= %(now)s AND type <> ALL(%(limited)s)
+  AND (lease_owner IS NULL OR lease_expires_at < extract(epoch FROM clock_timestamp()))
+ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED;
+
+-- name: lock_type
+-- Held to the end of the claim transaction: nodes count and claim one limited type's
+-- slots one at a time, so together they never exceed its limit.
+SELECT pg_advisory_xact_lock(727274002, hashtext(%(type)s));
+
+-- name: reserve_candidates_of_type
+SELECT id, priority FROM jobs
+WHERE type = %(type)s AND state = 'queued' AND not_before <= %(now)s
+  AND (lease_owner IS NULL OR lease_expires_at < extract(epoch FROM clock_timestamp()))
+ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED;
+
+-- name: busy_of_types
+-- Per limited type, its jobs that hold a slot: running, or reserved by a live lease.
+SELECT type, count(*) FROM jobs
+WHERE type = ANY(%(types)s)
+  AND (state = 'processing'
+       OR (state = 'queued' AND lease_owner IS NOT NULL
+           AND lease_expires_at >= extract(epoch FROM clock_timestamp())))
+GROUP BY type;
+
+-- name: reserve
 UPDATE jobs SET lease_owner = %(node)s,
                 lease_expires_at = extract(epoch FROM clock_timestamp()) + %(lease)s
-WHERE id IN (SELECT id FROM jobs
-             WHERE state = 'queued' AND not_before <= %(now)s
-               AND (lease_owner IS NULL
-                    OR lease_expires_at < extract(epoch FROM clock_timestamp()))
-             ORDER BY priority DESC, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+WHERE id = ANY(%(ids)s) AND state = 'queued'
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: start
 UPDATE jobs SET state = 'processing', attempt = attempt + 1,
@@ -162,7 +189,7 @@ WHERE id = %(id)s AND state = 'queued' AND lease_owner = %(node)s
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: release
 UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL
@@ -180,7 +207,7 @@ UPDATE jobs SET cancel_requested = true WHERE id = %(id)s AND state = 'processin
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: notify_cancel
 SELECT pg_notify('sse_jobs_cancels', %(id)s);
@@ -195,7 +222,7 @@ RETURNING id, cancel_requested;
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs
 WHERE state = 'processing' AND lease_expires_at < extract(epoch FROM clock_timestamp())
 ORDER BY lease_expires_at LIMIT %(limit)s;
@@ -207,8 +234,9 @@ SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 SELECT type, state, count(*) FROM jobs WHERE principal = %(principal)s GROUP BY type, state;
 
 -- name: next_run_at
+-- Of the types that have a free slot (%(full)s: those that have none).
 SELECT min(not_before) FROM jobs
-WHERE state = 'queued'
+WHERE state = 'queued' AND type <> ALL(%(full)s)
   AND (lease_owner IS NULL OR lease_expires_at < extract(epoch FROM clock_timestamp()));
 
 -- name: count_active
@@ -218,19 +246,21 @@ SELECT count(*) FROM jobs WHERE principal = %(principal)s AND state = ANY(%(stat
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE state = %(state)s ORDER BY id;
 
 -- name: list_jobs
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs
 WHERE (%(principal)s::text IS NULL OR principal = %(principal)s)
   AND (%(any_state)s OR state = ANY(%(states)s))
   AND (%(any_type)s OR type = ANY(%(types)s))
   AND (%(before)s::text IS NULL OR id < %(before)s)
+  AND (%(any_tag)s OR id IN (SELECT job_id FROM job_tags WHERE tag = ANY(%(tags)s)
+                             GROUP BY job_id HAVING count(*) = %(tag_count)s))
 ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: job_events
@@ -265,6 +295,9 @@ WHERE delivery_id IN (SELECT id FROM deliveries WHERE job_id = %(id)s);
 
 -- name: delete_deliveries
 DELETE FROM deliveries WHERE job_id = %(id)s;
+
+-- name: delete_tags
+DELETE FROM job_tags WHERE job_id = %(id)s;
 
 -- name: insert_delivery
 INSERT INTO deliveries (job_id, seq, event, url, state, next_attempt_at, created_at)

@@ -51,14 +51,16 @@ from sse_jobs.records import (
     ProgressUpdate,
 )
 from sse_jobs.states import ACTIVE_STATES, TERMINAL_STATES, EventName, JobState
-from sse_jobs.store.base import DraftFor, EventListener, Store
+from sse_jobs.store.base import DraftFor, EventListener, Limits, Store
 from sse_jobs.store.rows import (
     attempt_record,
+    best,
     by_attempt,
     delivery_record,
     event_record,
     job_record,
     refusal,
+    rooms,
 )
 from sse_jobs.store.sql import load_migrations, load_queries
 
@@ -376,12 +378,15 @@ class PostgresStore(Store):
             "timeout": new.timeout, "created_at": new.created_at,
             "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
             "principal": new.principal, "callback_url": new.callback_url,
-            "callback_events": new.callback_events,
+            "callback_events": new.callback_events, "rerun_of": new.rerun_of,
+            "run_at": new.run_at, "tags": orjson.dumps(list(new.tags)).decode(),
         })
         if record is None:  # another node stored this key a moment ago
             stored = await _job_row(conn, Q["select_job_by_key"], by_key)
             assert stored is not None
             return (stored, False), []
+        if new.tags:
+            await conn.execute(Q["insert_tags"], {"id": new.id, "tags": list(new.tags)})
         first = new.first_event(ahead + 1)
         event = self._draft_event(new.id, 1, first, new.principal)
         await _insert_deliveries(conn, [(event, first.webhook)])
@@ -456,10 +461,26 @@ class PostgresStore(Store):
     def on_queued(self, callback: Callable[[int | None], None]) -> None:
         self._queued_callbacks.append(callback)
 
-    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
+    async def reserve(self, now: float, limit: int, limits: Limits | None = None
+                      ) -> list[JobRecord]:
+        limited = dict(limits or {})
+
         async def op(conn: AsyncConnection[Any]) -> Built:
-            cursor = await conn.execute(Q["reserve"], {"now": now, "limit": limit,
-                                                       "node": self.node, "lease": self._lease})
+            cursor = await conn.execute(Q["reserve_candidates"], {
+                "now": now, "limit": limit, "limited": sorted(limited)})
+            candidates = await cursor.fetchall()
+            if limited:
+                for name in sorted(limited):  # one order on every node: no deadlock
+                    await conn.execute(Q["lock_type"], {"type": name})
+                cursor = await conn.execute(Q["busy_of_types"], {"types": sorted(limited)})
+                busy = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+                for name, room in rooms(limited, busy, limit).items():
+                    cursor = await conn.execute(Q["reserve_candidates_of_type"], {
+                        "type": name, "now": now, "limit": room})
+                    candidates += await cursor.fetchall()
+            ids = best(candidates, limit)
+            cursor = await conn.execute(Q["reserve"], {
+                "ids": ids, "node": self.node, "lease": self._lease})
             reserved = sorted(map(job_record, await cursor.fetchall()),
                               key=lambda r: (-r.priority, r.id))
             return lambda _events: reserved, []
@@ -510,7 +531,8 @@ class PostgresStore(Store):
             cursor = await conn.execute(Q["delete_job"], {"id": job_id, "states": TERMINAL})
             deleted = await cursor.fetchone() is not None
             if deleted:
-                for name in ("delete_events", "delete_attempts", "delete_deliveries"):
+                for name in ("delete_events", "delete_attempts", "delete_deliveries",
+                             "delete_tags"):
                     await conn.execute(Q[name], {"id": job_id})
             return lambda _events: deleted, []
 
@@ -627,19 +649,24 @@ class PostgresStore(Store):
 
     async def list_jobs(
         self, *, principal: str | None, states: Sequence[JobState], types: Sequence[str],
-        before: str | None, limit: int,
+        before: str | None, limit: int, tags: Sequence[str] = (),
     ) -> list[JobRecord]:
         params = {"principal": principal, "any_state": not states, "states": _texts(states),
                   "any_type": not types, "types": _texts(types), "before": before,
-                  "limit": limit}
+                  "limit": limit, "any_tag": not tags, "tags": sorted(set(tags)),
+                  "tag_count": len(set(tags))}
         return [job_record(row) for row in await self._read(Q["list_jobs"], params)]
 
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]:
         rows = await self._read(Q["jobs_in_state"], {"state": state.value})
         return [job_record(row) for row in rows]
 
-    async def next_run_at(self) -> float | None:
-        value = await self._read_value(Q["next_run_at"])
+    async def next_run_at(self, limits: Limits | None = None) -> float | None:
+        full: list[str] = []
+        if limits:
+            rows = await self._read(Q["busy_of_types"], {"types": sorted(limits)})
+            full = sorted(set(limits) - set(rooms(limits, {r[0]: int(r[1]) for r in rows}, 1)))
+        value = await self._read_value(Q["next_run_at"], {"full": full})
         return None if value is None else float(value)
 
     async def job_counts(self, principal: str | None = None) -> list[tuple[str, str, int]]:

@@ -6,14 +6,14 @@
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE id = ?;
 
 -- name: select_job_by_key
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE principal = ? AND idempotency_key = ?;
 
 -- name: select_state
@@ -22,14 +22,15 @@ SELECT state FROM jobs WHERE id = ?;
 -- name: insert_job
 INSERT INTO jobs (id, type, state, params, priority, max_attempts, timeout, created_at,
                   not_before, last_event_id, idempotency_key, request_hash, principal,
-                  callback_url, callback_events)
+                  callback_url, callback_events, rerun_of, run_at, tags)
 VALUES (:id, :type, 'queued', :params, :priority, :max_attempts, :timeout, :created_at,
-        :created_at, 1, :idempotency_key, :request_hash, :principal, :callback_url,
-        :callback_events)
+        max(:created_at, coalesce(:run_at, :created_at)), 1, :idempotency_key,
+        :request_hash, :principal, :callback_url, :callback_events, :rerun_of, :run_at,
+        :tags)
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: queue_depth
 -- Queued jobs in all, and those that run before a job of this priority and id.
@@ -54,7 +55,7 @@ WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_completed
 UPDATE jobs SET state = :state, finished_at = :at, result = :result,
@@ -65,7 +66,7 @@ WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_failed
 UPDATE jobs SET state = :state, finished_at = :at, error = :error,
@@ -75,7 +76,7 @@ WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: record_cancelled
 UPDATE jobs SET state = :state, finished_at = :at, error = :error,
@@ -85,17 +86,37 @@ WHERE id = :id AND state IN (SELECT value FROM json_each(:allowed))
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
+
+-- name: insert_tags
+INSERT INTO job_tags (tag, job_id) SELECT value, :id FROM json_each(:tags);
+
+-- name: reserve_candidates
+-- Due queued jobs nobody has reserved, of the types without a concurrency limit.
+SELECT id, priority FROM jobs
+WHERE state = 'queued' AND reserved = 0 AND not_before <= :now
+  AND type NOT IN (SELECT value FROM json_each(:limited))
+ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: reserve_candidates_of_type
+SELECT id, priority FROM jobs
+WHERE type = :type AND state = 'queued' AND reserved = 0 AND not_before <= :now
+ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: busy_of_types
+-- Per limited type, its jobs that hold a slot: running, or reserved to run next.
+SELECT type, count(*) FROM jobs
+WHERE type IN (SELECT value FROM json_each(:types))
+  AND (state = 'processing' OR (state = 'queued' AND reserved = 1))
+GROUP BY type;
 
 -- name: reserve
 UPDATE jobs SET reserved = 1
-WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND reserved = 0
-               AND not_before <= :now
-             ORDER BY priority DESC, id LIMIT :limit)
+WHERE state = 'queued' AND reserved = 0 AND id IN (SELECT value FROM json_each(:ids))
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: start
 UPDATE jobs SET state = 'processing', attempt = attempt + 1, reserved = 0,
@@ -105,7 +126,7 @@ WHERE id = :id AND state = 'queued' AND reserved = 1
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: release
 UPDATE jobs SET reserved = 0
@@ -126,7 +147,7 @@ UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'processing'
 RETURNING id, type, state, params, priority, attempt, max_attempts, timeout, progress,
           message, created_at, started_at, finished_at, not_before, result, result_file,
           error, last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-          callback_url, callback_events;
+          callback_url, callback_events, rerun_of, run_at, tags;
 
 -- name: processing_of
 SELECT id, cancel_requested FROM jobs
@@ -139,7 +160,9 @@ SELECT type, state, count(*) FROM jobs GROUP BY type, state;
 SELECT type, state, count(*) FROM jobs WHERE principal = ? GROUP BY type, state;
 
 -- name: next_run_at
-SELECT min(not_before) FROM jobs WHERE state = 'queued' AND reserved = 0;
+-- Of the types that have a free slot (:full: those that have none).
+SELECT min(not_before) FROM jobs
+WHERE state = 'queued' AND reserved = 0 AND type NOT IN (SELECT value FROM json_each(:full));
 
 -- name: count_active
 SELECT count(*) FROM jobs
@@ -149,19 +172,22 @@ WHERE principal = :principal AND state IN (SELECT value FROM json_each(:states))
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs WHERE state = ? ORDER BY id;
 
 -- name: list_jobs
 SELECT id, type, state, params, priority, attempt, max_attempts, timeout, progress, message,
        created_at, started_at, finished_at, not_before, result, result_file, error,
        last_event_id, cancel_requested, idempotency_key, request_hash, principal,
-       callback_url, callback_events
+       callback_url, callback_events, rerun_of, run_at, tags
 FROM jobs
 WHERE (:principal IS NULL OR principal = :principal)
   AND (:any_state OR state IN (SELECT value FROM json_each(:states)))
   AND (:any_type OR type IN (SELECT value FROM json_each(:types)))
   AND (:before IS NULL OR id < :before)
+  AND (:any_tag OR id IN (SELECT job_id FROM job_tags
+                          WHERE tag IN (SELECT value FROM json_each(:tags))
+                          GROUP BY job_id HAVING count(*) = :tag_count))
 ORDER BY id DESC LIMIT :limit;
 
 -- name: job_events
@@ -199,6 +225,9 @@ WHERE delivery_id IN (SELECT id FROM deliveries WHERE job_id = ?);
 
 -- name: delete_deliveries
 DELETE FROM deliveries WHERE job_id = ?;
+
+-- name: delete_tags
+DELETE FROM job_tags WHERE job_id = ?;
 
 -- name: insert_delivery
 INSERT INTO deliveries (job_id, seq, event, url, state, next_attempt_at, created_at)

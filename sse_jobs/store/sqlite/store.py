@@ -45,14 +45,16 @@ from sse_jobs.records import (
     ProgressUpdate,
 )
 from sse_jobs.states import ACTIVE_STATES, TERMINAL_STATES, EventName, JobState
-from sse_jobs.store.base import DraftFor, EventListener, Store
+from sse_jobs.store.base import DraftFor, EventListener, Limits, Store
 from sse_jobs.store.rows import (
     attempt_record,
+    best,
     by_attempt,
     delivery_record,
     event_record,
     job_record,
     refusal,
+    rooms,
 )
 from sse_jobs.store.sql import load_migrations, load_queries
 
@@ -319,9 +321,12 @@ class SQLiteStore(Store):
             "timeout": new.timeout, "created_at": new.created_at,
             "idempotency_key": new.idempotency_key, "request_hash": new.request_hash,
             "principal": new.principal, "callback_url": new.callback_url,
-            "callback_events": new.callback_events,
+            "callback_events": new.callback_events, "rerun_of": new.rerun_of,
+            "run_at": new.run_at, "tags": _json_list(new.tags),
         })
         assert record is not None
+        if new.tags:
+            conn.execute(Q["insert_tags"], {"id": new.id, "tags": _json_list(new.tags)})
         first = new.first_event(ahead + 1)
         return (record, True), [self._store_event(conn, new.id, 1, first, new.principal)]
 
@@ -412,9 +417,21 @@ class SQLiteStore(Store):
         result: JobRecord | None = await self._write(op)
         return result
 
-    async def reserve(self, now: float, limit: int) -> list[JobRecord]:
+    async def reserve(self, now: float, limit: int, limits: Limits | None = None
+                      ) -> list[JobRecord]:
+        limited = dict(limits or {})
+
         def op(conn: sqlite3.Connection) -> tuple[list[JobRecord], list[Event]]:
-            rows = conn.execute(Q["reserve"], {"now": now, "limit": limit}).fetchall()
+            candidates = conn.execute(Q["reserve_candidates"], {
+                "now": now, "limit": limit, "limited": _json_list(limited)}).fetchall()
+            if limited:
+                busy = {row[0]: row[1] for row in conn.execute(
+                    Q["busy_of_types"], {"types": _json_list(limited)})}
+                for name, room in rooms(limited, busy, limit).items():
+                    candidates += conn.execute(Q["reserve_candidates_of_type"], {
+                        "type": name, "now": now, "limit": room}).fetchall()
+            ids = best(candidates, limit)
+            rows = conn.execute(Q["reserve"], {"ids": _json_list(ids)}).fetchall() if ids else []
             return sorted(map(job_record, rows), key=lambda r: (-r.priority, r.id)), []
 
         result: list[JobRecord] = await self._write(op)
@@ -446,7 +463,8 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> tuple[bool, list[Event]]:
             row = _first_row(conn, Q["delete_job"], {"id": job_id, "states": TERMINAL})
             if row is not None:
-                for name in ("delete_events", "delete_attempts", "delete_deliveries"):
+                for name in ("delete_events", "delete_attempts", "delete_deliveries",
+                             "delete_tags"):
                     conn.execute(Q[name], (job_id,))
             return row is not None, []
 
@@ -515,18 +533,24 @@ class SQLiteStore(Store):
 
     async def list_jobs(
         self, *, principal: str | None, states: Sequence[JobState], types: Sequence[str],
-        before: str | None, limit: int,
+        before: str | None, limit: int, tags: Sequence[str] = (),
     ) -> list[JobRecord]:
         params = {"principal": principal, "any_state": not states, "states": _json_list(states),
                   "any_type": not types, "types": _json_list(types),
-                  "before": before, "limit": limit}
+                  "before": before, "limit": limit, "any_tag": not tags,
+                  "tags": _json_list(set(tags)), "tag_count": len(set(tags))}
         return [job_record(row) for row in await self._read(Q["list_jobs"], params)]
 
     async def jobs_in_state(self, state: JobState) -> list[JobRecord]:
         return [job_record(row) for row in await self._read(Q["jobs_in_state"], (state.value,))]
 
-    async def next_run_at(self) -> float | None:
-        value = await self._read_value(Q["next_run_at"])
+    async def next_run_at(self, limits: Limits | None = None) -> float | None:
+        full: list[str] = []
+        if limits:
+            busy = {row[0]: row[1] for row in await self._read(
+                Q["busy_of_types"], {"types": _json_list(limits)})}
+            full = sorted(set(limits) - set(rooms(limits, busy, 1)))
+        value = await self._read_value(Q["next_run_at"], {"full": _json_list(full)})
         return None if value is None else float(value)
 
     async def job_counts(self, principal: str | None = None) -> list[tuple[str, str, int]]:

@@ -11,6 +11,7 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 
 from sse_jobs.errors import BadRequest, ValidationFailed
+from sse_jobs.models import MAX_TAGS
 from sse_jobs.records import JobRecord
 from sse_jobs.states import JobState
 from sse_jobs.streams.source import NothingToSend
@@ -42,13 +43,16 @@ class Query:
                                   "the cursor of the following page")
     async def jobs(self, info: Info, state: list[JobState] | None = None,
                    type: list[str] | None = None,
-                   limit: int = DEFAULT_PAGE, cursor: str | None = None) -> JobList:
+                   limit: int = DEFAULT_PAGE, cursor: str | None = None,
+                   tag: list[str] | None = None) -> JobList:
         context = info.context
         if not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
         principal = context.who()
+        if len(tag or []) > MAX_TAGS:
+            raise BadRequest(f"filter by at most {MAX_TAGS} tags")
         page = await context.jobs.page(principal, states=state or [], types=type or [],
-                                       cursor=cursor, limit=limit)
+                                       cursor=cursor, limit=limit, tags=tag or [])
         return JobList(jobs=[_job(context, record) for record in page.jobs], next=page.next,
                        links=JobListLinks(events=context.access.events_link(
                            principal, page.last_event_id)),
@@ -63,7 +67,8 @@ class Query:
 # GraphQL argument -> CreateJob field, for submitJob and for its errors' field names.
 SUBMIT_FIELDS = {"type": "type", "params": "params", "priority": "priority",
                  "timeout": "timeout", "maxAttempts": "max_attempts",
-                 "callbackUrl": "callback_url", "callbackEvents": "callback_events"}
+                 "callbackUrl": "callback_url", "callbackEvents": "callback_events",
+                 "runAt": "run_at", "delay": "delay", "tags": "tags"}
 _ARGUMENT = {field: argument for argument, field in SUBMIT_FIELDS.items()}
 
 
@@ -76,11 +81,13 @@ class Mutation:
                          timeout: float | None = None,  # noqa: ASYNC109 (the argument's name)
                          max_attempts: int | None = None,
                          idempotency_key: str | None = None, callback_url: str | None = None,
-                         callback_events: str = "terminal") -> Job:
+                         callback_events: str = "terminal", run_at: str | None = None,
+                         delay: float | None = None, tags: list[str] | None = None) -> Job:
         context = info.context
         given: dict[str, Any] = {"type": type, "params": {} if params is None else params,
                  "priority": priority, "timeout": timeout, "max_attempts": max_attempts,
-                 "callback_url": callback_url, "callback_events": callback_events}
+                 "callback_url": callback_url, "callback_events": callback_events,
+                 "run_at": run_at, "delay": delay, "tags": tags or []}
         try:
             request = submission(given, context.admission)
         except ValidationFailed as exc:
@@ -88,6 +95,15 @@ class Mutation:
         record, _created = await context.admission.submit(request, idempotency_key,
                                                           context.who())
         return _job(context, record)
+
+    @strawberry.mutation(description="Run a failed or cancelled job again, as POST "
+                                     "/api/v1/jobs/ID/rerun does: a new job, naming the old "
+                                     "one in rerunOf")
+    async def rerun_job(self, info: Info, id: strawberry.ID) -> Job:
+        context = info.context
+        principal = context.who()
+        old = await context.jobs.get(str(id), principal)
+        return _job(context, await context.admission.rerun(old, principal))
 
     @strawberry.mutation(description="Cancel a job, as POST /api/v1/jobs/ID/cancel does: a "
                                      "queued job at once, a running one is asked to stop")

@@ -77,6 +77,11 @@ class Job:
         description="the JSON result when at most 64 KiB, else null")
     error: JobError | None
     last_event_id: int = strawberry.field(description="seq of the job's newest event")
+    rerun_of: strawberry.ID | None = strawberry.field(
+        description="the job this one runs again, if it is a re-run")
+    run_at: Timestamp | None = strawberry.field(
+        description="the time it was asked to start at (runAt or delay); null: at once")
+    tags: list[str]
     links: JobLinks
 
 
@@ -109,6 +114,8 @@ class JobTypeInfo:
     description: str
     params_schema: JSON = strawberry.field(description="JSON Schema of the type's params")
     defaults: JobTypeDefaults
+    concurrency: int | None = strawberry.field(
+        description="at most this many of its jobs run at once; null: no limit of its own")
 
 
 @strawberry.type(description="One stored event, as the SSE streams send it")
@@ -136,7 +143,9 @@ def job(resource: dict[str, Any]) -> Job:
         error=None if error is None else JobError(
             type=error["type"], message=error["message"], exception=error.get("exception"),
             traceback=error.get("traceback")),
-        last_event_id=resource["last_event_id"], links=JobLinks(**resource["links"]))
+        last_event_id=resource["last_event_id"],
+        rerun_of=None if resource["rerun_of"] is None else strawberry.ID(resource["rerun_of"]),
+        run_at=resource["run_at"], tags=resource["tags"], links=JobLinks(**resource["links"]))
 
 
 def job_type(resource: dict[str, Any]) -> JobTypeInfo:
@@ -145,7 +154,8 @@ def job_type(resource: dict[str, Any]) -> JobTypeInfo:
     return JobTypeInfo(name=resource["name"], description=resource["description"],
                        params_schema=resource["params_schema"],
                        defaults=JobTypeDefaults(timeout=defaults["timeout"],
-                                                max_attempts=defaults["max_attempts"]))
+                                                max_attempts=defaults["max_attempts"]),
+                       concurrency=resource["concurrency"])
 
 
 def job_event(event: Event) -> JobEvent:
