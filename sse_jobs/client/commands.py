@@ -15,7 +15,6 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel
@@ -91,8 +90,7 @@ async def cancel(client: Client, args: argparse.Namespace) -> int:
 
 async def rerun(client: Client, args: argparse.Namespace) -> int:
     """Submit a failed or cancelled job again, as a new job: print the new job's id."""
-    # The server's ``POST /jobs/ID/rerun`` answers 202 with the new job.
-    job = await client._model(Job, "POST", f"/jobs/{quote(args.id, safe='')}/rerun")
+    job = await client.rerun(args.id)
     print(_json(job) if args.json else job.id, flush=True)
     return EXIT_OK
 

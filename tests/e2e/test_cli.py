@@ -322,12 +322,10 @@ def test_rerun_submits_a_failed_job_again(url: str) -> None:
                       "--json", "--url", url)
     job_id = lines_of_json(failed.stdout)[0]["job_id"]
     rerun = sse_jobs("rerun", job_id, "--json", "--url", url)
-    if rerun.stderr.startswith("sse-jobs: 404 Not Found: no such resource"):
-        pytest.skip("this server has no POST /api/v1/jobs/ID/rerun yet")
-
     assert rerun.returncode == 0, rerun.stderr
     again = orjson.loads(rerun.stdout)
     assert again["id"] != job_id
+    assert again["rerun_of"] == job_id
     assert (again["type"], again["params"]) == ("flaky", {"failures": 1})
 
 
