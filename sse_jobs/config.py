@@ -16,8 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "SSE_JOBS_"
+# Connections beyond --max-streams that the default --max-connections leaves for requests.
+STREAMLESS_CONNECTIONS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +59,12 @@ class Settings:
     retention: float = 7 * 86400.0
     max_queued: int = 10_000
     max_body: int = 1024 * 1024
+    # Connections: at most this many open (None: --max-streams plus room for requests),
+    # and a new one must send its request headers within header_timeout seconds.
+    max_connections: int | None = None
+    header_timeout: float = 10.0
+    # The address clients reach this service at (e.g. behind a proxy), for absolute links.
+    public_url: str | None = None
     # Access
     api_tokens_file: Path | None = None
     api_tokens: str | None = field(default=None, repr=False)  # name:token,name:token
@@ -73,6 +82,7 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_timeout: float = 10.0
     webhook_concurrency: int = 8
+    webhook_concurrency_per_host: int = 4
     webhook_retry_base: float = 2.0
     webhook_retry_max: float = 3600.0
 
@@ -106,6 +116,14 @@ class Settings:
                           f"--lease-renew ({self.lease_renew:g}s), or leases run out "
                           "between renewals"))
         return found
+
+    @property
+    def connection_limit(self) -> int:
+        """Open connections allowed: --max-connections, or room for every stream and
+        for requests besides them."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return self.max_streams + STREAMLESS_CONNECTIONS
 
     @property
     def loopback_only(self) -> bool:
@@ -178,6 +196,17 @@ def _token(text: str) -> str:
     return text.strip()
 
 
+def _public_url(text: str) -> str:
+    """``--public-url``: an http(s) address with a host and no query, kept without a
+    trailing slash so that links are joined to it as ``URL + /api/v1/...``."""
+    parsed = urlsplit(text.strip())
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL with a host: {text!r}")
+    if parsed.query or parsed.fragment:
+        raise argparse.ArgumentTypeError(f"must have no query or fragment: {text!r}")
+    return text.strip().rstrip("/")
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in {"debug", "info", "warning", "error"}:
         raise argparse.ArgumentTypeError(f"not a log level: {text!r}")
@@ -232,6 +261,12 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "retention": (parse_duration, "keep finished jobs this long (e.g. 7d)"),
     "max-queued": (_positive_int, "queued jobs before submissions get 503"),
     "max-body": (_positive_int, "largest request body in bytes"),
+    "max-connections": (_positive_int, "open HTTP connections in total; more are answered "
+                                       "503 (default: --max-streams + 1024)"),
+    "header-timeout": (_positive_duration, "seconds a new connection has to send its request "
+                                           "headers (408)"),
+    "public-url": (_public_url, "the address clients reach this service at, e.g. "
+                                "https://jobs.example.com; webhook links are made absolute"),
     "api-tokens-file": (Path, "file of name:token lines; with tokens every /api call needs one"),
     "api-tokens": (str, "name:token,name:token (prefer the file: env is visible to others)"),
     "metrics-token": (_token, "Bearer token /metrics requires (default: open without API "
@@ -247,6 +282,8 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "webhook-max-attempts": (_positive_int, "attempts before a delivery is dead-lettered"),
     "webhook-timeout": (_positive_duration, "seconds one delivery attempt may take"),
     "webhook-concurrency": (_positive_int, "deliveries in flight at once"),
+    "webhook-concurrency-per-host": (_positive_int, "deliveries in flight at once to one "
+                                                    "receiver host"),
     "webhook-retry-base": (_positive_duration, "first webhook retry backoff ceiling"),
     "webhook-retry-max": (_positive_duration, "largest webhook retry backoff"),
 }

@@ -44,6 +44,12 @@ class Metrics:
                                      ["event"], registry=r)
         self.webhooks = Counter("sse_jobs_webhook_deliveries", "Webhook delivery attempts",
                                 ["outcome"], registry=r)
+        self.open_connections = Gauge("sse_jobs_open_connections",
+                                      "HTTP connections open now", registry=r)
+        self.connections_refused = Counter(
+            "sse_jobs_connections_refused",
+            "Connections closed unserved: over --max-connections (limit), or without "
+            "request headers within --header-timeout (header_timeout)", ["reason"], registry=r)
         self.requests = Histogram("sse_jobs_http_request_duration_seconds",
                                   "HTTP requests by route, method and status",
                                   ["route", "method", "status"], buckets=_HTTP_SECONDS,

@@ -28,12 +28,16 @@ from sse_jobs.jobs import REGISTRY
 from sse_jobs.metrics import Metrics
 from sse_jobs.store import store_for
 from sse_jobs.web import create_app, load_job_modules
-from sse_jobs.web.keys import BROKER, ENGINE
+from sse_jobs.web.connections import ConnectionGuard, fit_open_files
+from sse_jobs.web.keys import BROKER, ENGINE, METRICS
 
 log = logging.getLogger(__name__)
 
 # Time the HTTP server gives open requests once the engine has stopped.
 HTTP_SHUTDOWN_TIMEOUT = 5.0
+LISTEN_BACKLOG = 128  # aiohttp's default
+# Below this many connections a server is not worth starting; the limit must be raised.
+MIN_CONNECTIONS = 64
 
 
 AppFactory = Callable[[Settings], web.Application]
@@ -56,6 +60,16 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
         # Made silently, a mistyped path would hold a new, empty database.
         return _refuse(f"error: argument --db: the directory {settings.sqlite_path.parent} "
                        "does not exist; create it, or name a file in a directory that does")
+    connections = fit_open_files(settings.connection_limit, settings.workers)
+    if connections < settings.connection_limit:
+        if settings.max_connections is not None or connections < MIN_CONNECTIONS:
+            return _refuse(f"error: argument --max-connections: {settings.connection_limit} "
+                           f"connections need more open files than this process may have "
+                           f"(ulimit -n: {connections} connections fit); raise the hard "
+                           "limit or lower --max-connections")
+        log.warning("the open-file limit allows %d connections, not %d: serving at most %d "
+                    "(raise ulimit -n, or set --max-connections)",
+                    connections, settings.connection_limit, connections)
     # Bound first: a port in use is one clear line before the database is migrated or a
     # generated secret is shown.
     try:
@@ -67,14 +81,14 @@ def run(settings: Settings, app_factory: AppFactory = create_app) -> int:
               file=sys.stderr)
         return 1
     with sock:
-        return _run_node(settings, serve(settings, app_factory, sock))
+        return _run_node(settings, serve(settings, app_factory, sock, connections))
 
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (0: a free port)."""
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    return socket.create_server(address[:2], family=family)  # aiohttp sets the backlog
+    return socket.create_server(address[:2], family=family)  # serve() sets the backlog
 
 
 def run_worker(settings: Settings) -> int:
@@ -113,21 +127,27 @@ def _refuse(message: str) -> int:
     return 2
 
 
-async def serve(settings: Settings, app_factory: AppFactory = create_app,
-                sock: socket.socket | None = None) -> None:
-    """Serve on ``sock`` (bound by ``run``), or on a socket bound to the settings' address."""
-    sock = sock if sock is not None else listen(settings.host, settings.port)
+async def serve(settings: Settings, app_factory: AppFactory, sock: socket.socket,
+                connections: int) -> None:
+    """Serve on ``sock`` (bound by ``run``), at most ``connections`` at once."""
     runner = web.AppRunner(app_factory(settings), handler_cancellation=True,
                            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
                            access_log=None)  # the request_context middleware logs requests
+    listener: asyncio.Server | None = None
     try:
         await runner.setup()
+        assert runner.server is not None
+        guard = ConnectionGuard(runner.server, limit=connections,
+                                header_timeout=settings.header_timeout,
+                                metrics=runner.app[METRICS])
         # Everything alive now lives as long as the server: keep it out of the collector's
         # full passes, which otherwise pause the loop for tens of milliseconds under load.
         gc.freeze()
-        site = web.SockSite(runner, sock)
-        await site.start()
-        port = runner.addresses[0][1]
+        # The guard wraps each connection, so the socket is served here rather than by an
+        # aiohttp site; aiohttp's runner still owns the connections and their shutdown.
+        listener = await asyncio.get_running_loop().create_server(guard, sock=sock,
+                                                                  backlog=LISTEN_BACKLOG)
+        port = sock.getsockname()[1]
         stop = _stop_on_signals()  # first: whoever reads the line may send SIGTERM at once
         host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
         print(f"sse-jobs listening on http://{host}:{port}", flush=True)
@@ -135,6 +155,8 @@ async def serve(settings: Settings, app_factory: AppFactory = create_app,
         log.info("shutting down")
         await drain(runner.app)
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
 
 

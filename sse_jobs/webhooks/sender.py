@@ -16,7 +16,9 @@ import functools
 import logging
 import secrets
 import time
+from collections import Counter
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -38,6 +40,9 @@ DUE_BATCH = 64
 IDLE_WAIT = 60.0
 HOLD_MARGIN = 5.0
 WAKE_THROTTLE = 0.05  # at most this often does a burst of commits make it look for work
+# A delivery whose receiver host has its --webhook-concurrency-per-host attempts under way
+# is looked at again this much later (one write a second, not a busy loop).
+HOST_BUSY_DELAY = 1.0
 FINAL_4XX = frozenset(range(400, 500)) - {408, 429}
 # Of a receiver's answer only the status counts; reading a little of the body lets a
 # small answer free its connection for reuse, while a huge one is cut off, not buffered.
@@ -48,15 +53,26 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def payload(delivery: Delivery, event: Event | None) -> bytes:
+def payload(delivery: Delivery, event: Event | None, public_url: str | None = None) -> bytes:
     """What a receiver gets: which job and event, the state right after that event and
     when it happened (from the stored event, as its streams show it), never the job's
-    params or result. A job deleted meanwhile has no event left to quote."""
+    params or result. A job deleted meanwhile has no event left to quote. Its links are
+    absolute when the service knows its public address: a receiver has no request to
+    resolve a path against."""
     data = orjson.loads(event.data) if event is not None else {}
+    links = {name: (public_url or "") + path
+             for name, path in paths.job_links(delivery.job_id).items()}
     return orjson.dumps({"type": f"job.{delivery.event}", "job_id": delivery.job_id,
                          "seq": delivery.seq,
                          "state": data.get("state", state_after(EventName(delivery.event)).value),
-                         "at": data.get("at"), "links": paths.job_links(delivery.job_id)})
+                         "at": data.get("at"), "links": links})
+
+
+def receiver_host(url: str) -> str:
+    """Whose share of the concurrency a delivery takes: the host and port it goes to."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{(parts.hostname or '').lower()}:{port}"
 
 
 class WebhookSender:
@@ -75,6 +91,7 @@ class WebhookSender:
             1 + DUE_BATCH // settings.webhook_concurrency)
         self._wakeup = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._per_host: Counter[str] = Counter()
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -109,12 +126,10 @@ class WebhookSender:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # storage trouble: try again later
-                claimed = await self._store.claim_deliveries(time.time(), DUE_BATCH, self._hold)
-                for delivery in claimed:
-                    if delivery.id not in self._in_flight:
-                        task = asyncio.create_task(self._deliver(delivery))
-                        self._in_flight[delivery.id] = task
-                        task.add_done_callback(functools.partial(self._forget, delivery.id))
+                room = DUE_BATCH - len(self._in_flight)
+                if room > 0:
+                    claimed = await self._store.claim_deliveries(time.time(), room, self._hold)
+                    await self._start(claimed)
             wait = IDLE_WAIT
             with contextlib.suppress(Exception):
                 due = await self._store.next_delivery_at()
@@ -129,8 +144,29 @@ class WebhookSender:
             self._wakeup.clear()
             await asyncio.sleep(WAKE_THROTTLE)
 
-    def _forget(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
+    async def _start(self, claimed: list[Delivery]) -> None:
+        """Post each claimed delivery in a task of its own, except those whose receiver
+        host already has its share of attempts under way: they go back for a later look,
+        so that a slow receiver holds up only its own deliveries."""
+        busy = []
+        for delivery in claimed:
+            if delivery.id in self._in_flight:
+                continue
+            host = receiver_host(delivery.url)
+            if self._per_host[host] >= self._settings.webhook_concurrency_per_host:
+                busy.append(delivery.id)
+                continue
+            self._per_host[host] += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._in_flight[delivery.id] = task
+            task.add_done_callback(functools.partial(self._forget, delivery.id, host))
+        await self._store.release_deliveries(busy, time.time() + HOST_BUSY_DELAY)
+
+    def _forget(self, delivery_id: int, host: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
+        self._per_host[host] -= 1
+        if not self._per_host[host]:
+            del self._per_host[host]  # the tally holds only hosts with attempts under way
 
     async def _deliver(self, delivery: Delivery) -> None:
         async with self._slots:
@@ -155,7 +191,8 @@ class WebhookSender:
         if not self._settings.webhook_allow_private and forbidden_literal(delivery.url):
             return None, "the callback URL is a loopback, private or reserved address", None
         events = await self._store.job_events(delivery.job_id, delivery.seq - 1, 1)
-        body = payload(delivery, next((e for e in events if e.seq == delivery.seq), None))
+        body = payload(delivery, next((e for e in events if e.seq == delivery.seq), None),
+                       self._settings.public_url)
         message_id = f"{delivery.job_id}.{delivery.seq}"
         now = datetime.now(UTC)
         headers = {"content-type": "application/json", "webhook-id": message_id,

@@ -374,6 +374,70 @@ async def test_a_hanging_receiver_does_not_hold_up_others(
         await runner.cleanup()
 
 
+async def test_a_stuck_receiver_host_takes_only_its_share_of_the_concurrency(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """24 deliveries to a receiver that never answers hold 4 attempts (its per-host share),
+    not all 8 slots: another receiver's delivery goes out at once."""
+    server = await make_server(**{**FAST, "webhook_timeout": 60, "webhook_concurrency": 8,
+                                  "webhook_concurrency_per_host": 4})
+    stuck = asyncio.Event()
+    in_flight = 0
+    most = 0
+
+    async def hang(n: int) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await stuck.wait()
+        finally:
+            in_flight -= 1
+        return web.Response(status=200)
+
+    receiver.answer = hang
+    slow = [await submit(server, "echo", {"value": n}, callback_url=receiver.url)
+            for n in range(24)]
+
+    async def share_taken() -> bool:
+        return len(receiver.received) >= 4
+    await wait_for(share_taken, timeout=15)
+
+    fast_hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", fast_hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        fast_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        job = await submit(server, "echo", {"value": "fast"}, callback_url=fast_url)
+        async with asyncio.timeout(5):  # well inside the stuck attempts' 60 s
+            await fast_hook.arrived.wait()
+        await settled(http, server, job["id"], "delivered")
+        assert len(receiver.received) == 4
+        assert most == 4
+    finally:
+        stuck.set()
+        await runner.cleanup()
+    for held in slow:  # given back while their host was busy, then delivered once each
+        await settled(http, server, held["id"], "delivered")
+    assert sorted(p["job_id"] for _, p in receiver.received) == sorted(j["id"] for j in slow)
+    assert most == 4
+
+
+async def test_links_are_absolute_with_a_public_url(
+    make_server: MakeServer, submit: Submit, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    server = await make_server(**FAST, public_url="https://jobs.example.com/base")
+    job = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
+    await settled(http, server, job["id"], "delivered")
+    [(_, payload)] = receiver.received
+    base = f"https://jobs.example.com/base/api/v1/jobs/{job['id']}"
+    assert payload["links"] == {"self": base, "events": f"{base}/events", "ws": f"{base}/ws",
+                                "cancel": f"{base}/cancel", "result": f"{base}/result"}
+
+
 def test_a_generated_secret_is_stored_and_shown_only_on_first_start(
     spawn_server: SpawnServer, tmp_path: Path
 ) -> None:

@@ -122,6 +122,19 @@ def test_durations_from_flags_and_environment() -> None:
     assert settings.send_timeout == 45.0
 
 
+def test_public_url_is_kept_without_its_trailing_slash() -> None:
+    assert load_settings(["--public-url", "https://jobs.example.com/"], {}).public_url == \
+        "https://jobs.example.com"
+    assert load_settings([], {"SSE_JOBS_PUBLIC_URL": "http://10.0.0.5:8080/jobs"}
+                         ).public_url == "http://10.0.0.5:8080/jobs"
+
+
+def test_the_connection_cap_defaults_to_the_streams_and_room_for_requests() -> None:
+    assert load_settings([], {}).connection_limit == 16384 + 1024
+    assert load_settings(["--max-streams", "100"], {}).connection_limit == 1124
+    assert load_settings(["--max-connections", "50"], {}).connection_limit == 50
+
+
 def test_port_zero_is_allowed() -> None:
     assert load_settings(["--port", "0"], {}).port == 0
     assert load_settings([], {"SSE_JOBS_PORT": "0"}).port == 0
@@ -139,6 +152,11 @@ def test_port_zero_is_allowed() -> None:
     (["--progress-rate", "-1"], ["--progress-rate", "-1"]),
     (["--max-body", "0"], ["--max-body", "0"]),
     (["--log-level", "loud"], ["--log-level", "loud"]),
+    (["--public-url", "jobs.example.com"], ["--public-url", "jobs.example.com"]),
+    (["--public-url", "ftp://jobs.example.com"], ["--public-url", "ftp://"]),
+    (["--public-url", "https://jobs.example.com/?x=1"], ["--public-url", "no query"]),
+    (["--max-connections", "0"], ["--max-connections", "0"]),
+    (["--header-timeout", "0"], ["--header-timeout", "0"]),
     (["--bogus-flag"], ["--bogus-flag"]),
 ])
 def test_bad_flag_exits_with_a_clear_message(
