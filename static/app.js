@@ -27,9 +27,12 @@ const detail = new DetailView(store, {
   onRerun: openJob,
   onDeleted: () => filters.load(),
 });
-// A job that changes state changes the counts beside the filters (progress does not).
+// A job that changes state changes the counts beside the filters (progress does not),
+// and so does a copy fetched for a job new here or one whose events we missed: it may
+// already be past every event that was waiting for it.
 store.addEventListener("change", (e) => {
-  if (e.detail.event && e.detail.event.event !== "progress") filters.changed();
+  const { job, event, before } = e.detail;
+  if (event ? event.event !== "progress" : before !== job.state) filters.changed();
 });
 filters.addEventListener("change", () => refresh());
 const form = new SubmitForm({ onSubmitted: (job) => store.upsert(job) });

@@ -16,6 +16,7 @@ export class Filters extends EventTarget {
     this.type = "";
     this.counts = [];  // [{type, state, count}]
     this.recount = null;
+    this.loads = 0;
     for (const [id, key] of [["filter-state", "state"], ["filter-type", "type"]]) {
       $(id).addEventListener("change", (e) => {
         this[key] = e.target.value;
@@ -45,8 +46,11 @@ export class Filters extends EventTarget {
   async load() {
     clearTimeout(this.recount);
     this.recount = null;
+    const asked = ++this.loads;
     try {
-      this.counts = (await api(`${API}/job-counts`)).counts;
+      const { counts } = await api(`${API}/job-counts`);
+      if (asked !== this.loads) return;  // a later count is on its way: an older one is stale
+      this.counts = counts;
       this.render();
     } catch (error) {
       console.warn("could not count the jobs", error);

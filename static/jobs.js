@@ -37,7 +37,7 @@ export class JobStore extends EventTarget {
     if (held && held.last_event_id > resource.last_event_id) return held;
     const job = { ...resource, live: held ? held.live : {} };
     this.jobs.set(job.id, job);
-    this.changed(job, null);
+    this.changed(job, null, held ? held.state : null);
     return job;
   }
 
@@ -79,8 +79,10 @@ export class JobStore extends EventTarget {
     }
   }
 
-  changed(job, event) {
-    this.dispatchEvent(new CustomEvent("change", { detail: { job, event } }));
+  /** `event`: the event applied, or null for a fetched copy, which says the state the
+   * job had before it (`before`; null when it is new here). */
+  changed(job, event, before = null) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { job, event, before } }));
   }
 }
 
