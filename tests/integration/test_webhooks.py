@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -67,18 +68,26 @@ class Receiver:
         return result
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def running_receiver() -> AsyncIterator[Receiver]:
+    """A receiver listening on a port of its own on 127.0.0.1."""
     hook = Receiver()
     app = web.Application()
     app.router.add_post("/hook", hook.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield hook
-    await runner.cleanup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with running_receiver() as hook:
+        yield hook
 
 
 async def deliveries(http: aiohttp.ClientSession, server: Server, job_id: str) -> list[Any]:
@@ -354,24 +363,17 @@ async def test_a_hanging_receiver_does_not_hold_up_others(
     slow = await submit(server, "echo", {"value": 1}, callback_url=receiver.url)
     await asyncio.wait_for(receiver.arrived.wait(), 10)  # its POST is in flight, unanswered
 
-    fast_hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", fast_hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        fast_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-        job = await submit(server, "echo", {"value": 2}, callback_url=fast_url)
-        read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
-        assert read.names[-1] == "completed"
-        await settled(http, server, job["id"], "delivered")
-        [pending] = await deliveries(http, server, slow["id"])
-        assert pending["state"] == "pending"
-        assert pending["attempts"] == []  # still waiting for the hanging receiver
+        async with running_receiver() as fast_hook:
+            job = await submit(server, "echo", {"value": 2}, callback_url=fast_hook.url)
+            read = await read_stream(http, server.api(f"/jobs/{job['id']}/events"))
+            assert read.names[-1] == "completed"
+            await settled(http, server, job["id"], "delivered")
+            [pending] = await deliveries(http, server, slow["id"])
+            assert pending["state"] == "pending"
+            assert pending["attempts"] == []  # still waiting for the hanging receiver
     finally:
         stuck.set()
-        await runner.cleanup()
 
 
 async def test_a_stuck_receiver_host_takes_only_its_share_of_the_concurrency(
@@ -403,23 +405,16 @@ async def test_a_stuck_receiver_host_takes_only_its_share_of_the_concurrency(
         return len(receiver.received) >= 4
     await wait_for(share_taken, timeout=15)
 
-    fast_hook = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", fast_hook.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        fast_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-        job = await submit(server, "echo", {"value": "fast"}, callback_url=fast_url)
-        async with asyncio.timeout(5):  # well inside the stuck attempts' 60 s
-            await fast_hook.arrived.wait()
-        await settled(http, server, job["id"], "delivered")
-        assert len(receiver.received) == 4
-        assert most == 4
+        async with running_receiver() as fast_hook:
+            job = await submit(server, "echo", {"value": "fast"}, callback_url=fast_hook.url)
+            async with asyncio.timeout(5):  # well inside the stuck attempts' 60 s
+                await fast_hook.arrived.wait()
+            await settled(http, server, job["id"], "delivered")
+            assert len(receiver.received) == 4
+            assert most == 4
     finally:
         stuck.set()
-        await runner.cleanup()
     for held in slow:  # given back while their host was busy, then delivered once each
         await settled(http, server, held["id"], "delivered")
     assert sorted(p["job_id"] for _, p in receiver.received) == sorted(j["id"] for j in slow)
