@@ -132,7 +132,7 @@ async def serve(settings: Settings, app_factory: AppFactory, sock: socket.socket
     """Serve on ``sock`` (bound by ``run``), at most ``connections`` at once."""
     runner = web.AppRunner(app_factory(settings), handler_cancellation=True,
                            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
-                           access_log=None)  # the request_context middleware logs requests
+                           access_log=None)  # the handle_request middleware logs requests
     listener: asyncio.Server | None = None
     try:
         await runner.setup()

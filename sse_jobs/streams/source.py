@@ -12,6 +12,7 @@ until its reader leaves, falls behind, or the server shuts down.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from sse_jobs.auth import ANONYMOUS
@@ -81,16 +82,16 @@ class StreamSource:
         page at a time, then what arrives live. Ends after a job's terminal event; raises
         ``SubscriptionClosed`` when dropped or at shutdown."""
         last = self.after
-        while True:
-            page = await self._read_after(last)
-            if not page:
-                break
+        while page := await self._read_after(last):
             yield page
             last = self.key(page[-1])
             if self.job_id is not None and page[-1].terminal:
                 return
             if len(page) < REPLAY_PAGE:
                 break
+        # An idle stream then waits for the broker for hours: it must not keep the rows
+        # it read for the replay (10,000 streams hold 10,000 copies).
+        del page
         self.live = True
         while True:
             batch = [e for e in await self._subscription.next_batch() if self.key(e) > last]
@@ -134,9 +135,10 @@ class Streams:
         if record.state.terminal and resume is not None and after >= record.last_event_id:
             raise NothingToSend(f"job {job_id} has finished and sent all its events")
         self._check_limits(record.principal)
+        # The reader holds the job's id, not ``record``, which the stream would keep alive.
         return StreamSource(
             self.broker, self.broker.subscribe(record.id, record.principal),
-            lambda seq: self._store.job_events(record.id, seq, REPLAY_PAGE),
+            functools.partial(self._store.job_events, record.id, limit=REPLAY_PAGE),
             job_id=record.id, after=after)
 
     async def everything(self, principal: str, resume: int | None) -> StreamSource:

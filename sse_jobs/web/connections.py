@@ -92,6 +92,8 @@ class ConnectionGuard:
 class _GuardedConnection(asyncio.Protocol):
     """One connection: aiohttp's protocol behind the guard's two bounds."""
 
+    __slots__ = ("_deadline", "_guard", "_inner", "_tail", "_transport")
+
     def __init__(self, guard: ConnectionGuard) -> None:
         self._guard = guard
         self._inner: asyncio.Protocol | None = None

@@ -57,7 +57,7 @@ def add_routes(app: web.Application) -> None:
 def named(request: web.Request) -> str:
     """The principal of a request that needs an API token (stream tokens never get here)."""
     principal = request[PRINCIPAL]
-    assert principal is not None, "the authenticate middleware admits stream tokens only to streams"
+    assert principal is not None, "authentication admits stream tokens only to streams"
     return principal
 
 

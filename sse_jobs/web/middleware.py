@@ -41,9 +41,15 @@ CLIENT_CLOSED = 499
 
 
 @web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id (the client's ``X-Request-ID`` when sane) that every log line
-    and the response carry, and time it by route for /metrics."""
+async def handle_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request, in this order: an id (the client's ``X-Request-ID`` when sane) that
+    every log line and the response carry, timing by route for /metrics and the access
+    log; CORS; authentication; and every error as ``application/problem+json``.
+
+    One middleware rather than one per concern: each middleware keeps a coroutine frame
+    (and aiohttp a handler wrapper) alive for as long as its request runs, which for an
+    event stream is its whole life, and ten thousand idle streams are what a server holds.
+    """
     given = request.headers.get("X-Request-ID", "")
     rid = given if _sane_request_id(given) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
@@ -51,7 +57,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        response: web.StreamResponse | None = _cors_preflight(request)
+        if response is None:
+            try:
+                _authenticate(request)
+                response = await handler(request)
+            except SseJobsError as exc:
+                response = problem_response(exc)
+            except web.RequestPayloadError as exc:
+                response = _unreadable_body(request, exc)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                response = _http_problem(exc, request)
+            except Exception:
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                response = problem(500, "Internal Server Error", "an unexpected error "
+                                   "occurred; it has been logged", "about:blank")
         status = response.status
         return response
     except (asyncio.CancelledError, ConnectionResetError):  # the client went away
@@ -76,9 +98,9 @@ def _sane_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value
 
 
-@web.middleware
-async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CORS for the origins named with ``--cors-origin`` (off by default)."""
+def _cors_preflight(request: web.Request) -> web.Response | None:
+    """CORS for the origins named with ``--cors-origin`` (off by default): the answer to
+    a preflight request, else None with an allowed origin noted for the response."""
     origin = request.headers.get("Origin")
     allowed = origin is not None and origin in request.app[SETTINGS].cors_origin
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -91,49 +113,36 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
             "Access-Control-Max-Age": CORS_MAX_AGE})
     if allowed and origin is not None:
         request[CORS_ORIGIN] = origin
-    return await handler(request)
+    return None
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as ``application/problem+json``; bad input never becomes a 500."""
-    try:
-        return await handler(request)
-    except SseJobsError as exc:
-        return problem_response(exc)
-    except web.RequestPayloadError as exc:
-        # The body failed while being read: a Content-Encoding it does not match, or a
-        # connection that ended inside it. The client's fault, and nothing was stored.
-        reason = " ".join(str(getattr(exc.__cause__, "message", exc)).split())
-        response = problem_response(BadRequest(f"the body could not be read: {reason}"))
-        # The rest of this body cannot be decoded: end it here, so that aiohttp does not
-        # read on after the response (and log the same error again as unhandled), and
-        # close the connection rather than parse what follows as a next request.
-        request.content.feed_eof()
-        response.force_close()
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = problem(exc.status, exc.reason, _http_detail(exc, request), "about:blank")
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return problem(500, "Internal Server Error", "an unexpected error occurred; "
-                       "it has been logged", "about:blank")
-
-
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _authenticate(request: web.Request) -> None:
     """Decide whose jobs an /api request may see (see ``Access.principal``)."""
     if request.path.startswith("/api/"):
         route = request.match_info.route.name
         request[PRINCIPAL] = request.app[ACCESS].principal(
             request.headers.get("Authorization"), request.query.get("token"), route,
             request.match_info.get("id"))
-    return await handler(request)
+
+
+def _unreadable_body(request: web.Request, exc: web.RequestPayloadError) -> web.Response:
+    """The body failed while being read: a Content-Encoding it does not match, or a
+    connection that ended inside it. The client's fault, and nothing was stored."""
+    reason = " ".join(str(getattr(exc.__cause__, "message", exc)).split())
+    response = problem_response(BadRequest(f"the body could not be read: {reason}"))
+    # The rest of this body cannot be decoded: end it here, so that aiohttp does not
+    # read on after the response (and log the same error again as unhandled), and
+    # close the connection rather than parse what follows as a next request.
+    request.content.feed_eof()
+    response.force_close()
+    return response
+
+
+def _http_problem(exc: web.HTTPException, request: web.Request) -> web.Response:
+    response = problem(exc.status, exc.reason, _http_detail(exc, request), "about:blank")
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
 
 
 def problem_response(exc: SseJobsError) -> web.Response:
@@ -195,4 +204,4 @@ async def common_headers(request: web.Request, response: web.StreamResponse) -> 
         response.headers.add("Vary", "Origin")
 
 
-MIDDLEWARES = [request_context, cors, problem_middleware, authenticate]
+MIDDLEWARES = [handle_request]

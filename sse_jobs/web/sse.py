@@ -77,9 +77,9 @@ async def serve(request: web.Request, settings: Settings,
             await _send(request, response, encode_retry(settings.retry_ms),
                         settings.send_timeout)
             async for batch in source.batches():
-                frame = _live_frame if source.live else _frame
-                payload = b"".join(frame(source.key(event), event) for event in batch)
-                await _send(request, response, payload, settings.send_timeout)
+                await _send(request, response, _encode_batch(source, batch),
+                            settings.send_timeout)
+                del batch  # an idle stream keeps no events while it waits for the next
         except SubscriptionClosed:
             pass  # shutdown or a dropped slow reader: end the response; the client resumes
         except (ConnectionResetError, TimeoutError):
@@ -90,6 +90,11 @@ async def serve(request: web.Request, settings: Settings,
                 with contextlib.suppress(Exception):
                     await response.wait()
     return response
+
+
+def _encode_batch(source: StreamSource, batch: list[Event]) -> bytes:
+    frame = _live_frame if source.live else _frame
+    return b"".join(frame(source.key(event), event) for event in batch)
 
 
 def _encode(ident: int, name: str, data: bytes) -> bytes:
