@@ -4,16 +4,19 @@ processes, one real database, clients moving between nodes, nodes killed with SI
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 
-from conftest import Process
+from conftest import Process, wait_for
 from sse_client import StreamRead, read_stream
 
 SpawnNode = Callable[..., Process]
@@ -94,6 +97,68 @@ async def test_a_worker_node_killed_mid_job_is_retried_on_another_with_gap_free_
     assert read.data()[-1]["result"] == {"attempt": 2}
     assert_gap_free(read)
     assert time.monotonic() - killed_at < 3 + 10  # the lease timeout, and a margin
+
+
+async def test_a_node_that_lost_its_lease_stops_its_attempt_and_records_nothing_more(
+    spawn_node: SpawnNode, database: str, http: aiohttp.ClientSession,
+) -> None:
+    api = spawn_node(*API_ONLY, *LEASES, db=database)
+    stalled = spawn_node(*LEASES, command="worker", db=database)
+    job = await submit(http, api, "nap", {"seconds": 60})  # attempt 1 naps, 2 returns
+    started = await run_to_end(http, api, job["id"], max_events=3, until_terminal=False)
+    assert started.names == ["queued", "processing", "progress"]
+    napping = int(started.data()[2]["message"].split()[1])  # "pid N"
+    await stop_outside_a_transaction(stalled, database)
+    try:  # alive but silent: its lease runs out and another node takes the job over
+        spawn_node(*LEASES, command="worker", db=database)
+        read = await run_to_end(http, api, job["id"])
+    finally:
+        stalled.proc.send_signal(signal.SIGCONT)
+    names = [n for n in read.names if n != "progress"]
+    assert names == ["queued", "processing", "retrying", "processing", "completed"]
+    assert read.data()[read.names.index("retrying")]["error"]["type"] == "crashed"
+    assert read.data()[-1]["result"] == {"attempt": 2}
+
+    # Awake again, the stalled node learns at its next renewal that the lease is gone,
+    # kills its attempt, and records neither the progress it still had nor the outcome.
+    log = stalled.log
+    await wait_for(lambda: _logged(log, "attempt 1 ended after its lease was lost"), 30)
+    assert "lost the lease on attempt 1; stopping it" in log.read_text()
+    await wait_for(lambda: _gone(napping), 30)
+    again = await run_to_end(http, api, job["id"])
+    assert again.events == read.events
+    assert_gap_free(again)
+
+
+async def stop_outside_a_transaction(node: Process, database: str) -> None:
+    """SIGSTOP ``node`` at a moment none of its transactions is open: a node stopped inside
+    one would hold row locks, and the node taking over would wait on them, not on the
+    lease. Any open transaction counts (the other nodes' last milliseconds)."""
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as db:
+        for _ in range(50):
+            node.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.05)
+            cursor = await db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%'")
+            row = await cursor.fetchone()
+            if row is not None and row[0] == 0:
+                return
+            node.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.05)
+    pytest.fail("the node always had a transaction open")
+
+
+async def _logged(log: Path, text: str) -> bool:
+    return text in log.read_text()
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 async def test_a_client_moves_from_a_killed_api_node_to_another_with_its_last_event_id(

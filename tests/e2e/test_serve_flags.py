@@ -1,5 +1,5 @@
 """``sse-jobs serve`` refusing what it cannot do before it touches anything: a port in use,
-a ``--db`` in a directory that does not exist."""
+a ``--db`` in a directory that does not exist, a SQLite file another server is using."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TESTS
+import aiohttp
+
+from conftest import TESTS, SpawnServer
 
 
 def serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -43,3 +45,23 @@ def test_a_db_in_a_missing_directory_is_refused_not_created(tmp_path: Path) -> N
     assert f"--db: the directory {missing} does not exist" in done.stderr
     assert "Traceback" not in done.stderr
     assert not missing.exists()
+
+
+async def test_a_second_server_on_the_same_sqlite_file_is_refused_and_the_first_serves_on(
+    spawn_server: SpawnServer, tmp_path: Path,
+) -> None:
+    db = tmp_path / "jobs.db"
+    first = spawn_server(db=db)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(first.api("/jobs"), json={"type": "echo",
+                                                       "params": {"value": 1}}) as response:
+            assert response.status == 202
+            job = await response.json()
+        done = serve("--port", "0", "--db", str(db), cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stdout == ""
+        assert done.stderr == f"sse-jobs: another sse-jobs server is using {db}\n"
+        async with http.get(first.api(f"/jobs/{job['id']}")) as response:
+            assert response.status == 200
+        async with http.get(f"{first.url}/healthz") as response:
+            assert response.status == 200
