@@ -65,8 +65,10 @@ class StreamSource:
         self._subscription = subscription
         self._read_after = read_after
         self.job_id = job_id
-        self.after = after
+        self.after = after  # the key of the last event handed out
         self.live = False  # the replay is over: batches now come from the broker
+        self._replayed = False  # the last replay page has been handed out
+        self._ended = False  # a job's terminal event has been handed out
 
     def key(self, event: Event) -> int:
         """The id a client sees: the job's ``seq`` on a job stream, else the global id."""
@@ -77,30 +79,43 @@ class StreamSource:
         channel can then end its connection at once, not at its next write."""
         self._subscription.on_drop = callback
 
-    async def batches(self) -> AsyncGenerator[list[Event], None]:
-        """Batches of events in order, each with a key above the previous: the replay a
-        page at a time, then what arrives live. Ends after a job's terminal event; raises
-        ``SubscriptionClosed`` when dropped or at shutdown."""
-        last = self.after
-        while page := await self._read_after(last):
-            yield page
-            last = self.key(page[-1])
-            if self.job_id is not None and page[-1].terminal:
-                return
-            if len(page) < REPLAY_PAGE:
-                break
-        # An idle stream then waits for the broker for hours: it must not keep the rows
-        # it read for the replay (10,000 streams hold 10,000 copies).
-        del page
+    async def next_batch(self) -> list[Event] | None:
+        """The next events in order, each with a key above the previous: the replay a page
+        at a time, then what arrives live; None after a job's terminal event. Raises
+        ``SubscriptionClosed`` when dropped or at shutdown.
+
+        A plain coroutine over state kept here, not an async generator: a live event
+        wakes every stream, and each frame a wakeup resumes costs on every one of them.
+        Nothing of a batch is kept while waiting: an idle stream waits for hours."""
+        if self._ended:
+            return None
+        if not self._replayed:
+            page = await self._read_after(self.after)
+            self._replayed = len(page) < REPLAY_PAGE
+            if page:
+                return self._handed_out(page)
         self.live = True
+        last, by_seq = self.after, self.job_id is not None
         while True:
-            batch = [e for e in await self._subscription.next_batch() if self.key(e) > last]
-            if not batch:
-                continue
+            arrived = await self._subscription.next_batch()
+            batch = ([e for e in arrived if e.seq > last] if by_seq
+                     else [e for e in arrived if e.id > last])
+            if batch:
+                return self._handed_out(batch)
+
+    def _handed_out(self, batch: list[Event]) -> list[Event]:
+        newest = batch[-1]
+        if self.job_id is not None:
+            self.after = newest.seq
+            self._ended = newest.terminal
+        else:
+            self.after = newest.id
+        return batch
+
+    async def batches(self) -> AsyncGenerator[list[Event], None]:
+        """``next_batch`` until the stream ends, for channels that iterate."""
+        while (batch := await self.next_batch()) is not None:
             yield batch
-            last = self.key(batch[-1])
-            if self.job_id is not None and batch[-1].terminal:
-                return
 
     def close(self) -> None:
         self._broker.unsubscribe(self._subscription)

@@ -76,7 +76,7 @@ async def serve(request: web.Request, settings: Settings,
             source.on_drop(lambda: _abort(request))
             await _send(request, response, encode_retry(settings.retry_ms),
                         settings.send_timeout)
-            async for batch in source.batches():
+            while (batch := await source.next_batch()) is not None:
                 await _send(request, response, _encode_batch(source, batch),
                             settings.send_timeout)
                 del batch  # an idle stream keeps no events while it waits for the next
