@@ -17,7 +17,10 @@ at once, and the burst lets a source that publishes at about the rate itself thr
 without delay. A fan-out that wakes at most ``SMALL_FAN_OUT`` streams costs little and
 is never held (unless it would overtake one that is), so a few watchers see each event
 the moment it commits. A fan-out wakes the streams ``PUSH_SLICE`` at a time, one slice
-per turn of the loop.
+per turn of the loop, and what commits meanwhile is held until its last slice is out and
+then goes out together: one fan-out is pushed at a time, so a server that cannot keep up
+with the commit rate (a slow machine, a busy hour) makes fewer, larger writes instead of
+queueing one fan-out per commit behind the next, whose delay would grow without bound.
 """
 
 from __future__ import annotations
@@ -153,9 +156,12 @@ class Broker:
 
     def publish(self, events: Sequence[Event]) -> None:
         """Called by the store after each commit, with that commit's events in order."""
-        if self._flush is not None:  # a fan-out is due: these go with it, in order
-            self._held.extend(events)
+        if self._flush is not None or self._pushing is not None:
+            self._held.extend(events)  # a fan-out is due or under way: these go next, in order
             return
+        self._start_fan_out(events)
+
+    def _start_fan_out(self, events: Sequence[Event]) -> None:
         wait = 0.0
         if self._bucket is not None and self._woken_by(events) > SMALL_FAN_OUT:
             wait = self._bucket.take()
@@ -192,8 +198,7 @@ class Broker:
                 mine[principal] = [event for event in events if event.principal == principal]
             if mine[principal]:
                 pushes.append((subscription, mine[principal]))
-        if self._pushing is None:
-            self._push_slice()
+        self._push_slice()
 
     def _push_slice(self) -> None:
         """Wake ``PUSH_SLICE`` streams, and let the loop run before the next slice: every
@@ -206,6 +211,9 @@ class Broker:
             self.dropped += not subscription.push(events)
         if pushes:
             self._pushing = asyncio.get_running_loop().call_soon(self._push_slice)
+        elif self._held and self._flush is None:
+            events, self._held = self._held, []
+            self._start_fan_out(events)
 
     def close_all(self) -> None:
         """End every subscription (shutdown): each stream finishes and its client resumes.

@@ -127,3 +127,22 @@ async def test_a_fan_out_wakes_streams_a_slice_per_loop_turn_and_keeps_every_ord
         if len(batch) == 1:
             rest = await asyncio.wait_for(stream.next_batch(), timeout=5)
             assert [e.id for e in rest] == [2, 3]
+
+
+async def test_commits_made_while_a_fan_out_is_pushed_go_out_together_after_its_last_slice(
+) -> None:
+    broker = Broker(queue_size=100)
+    streams = [broker.subscribe(None, "anonymous") for _ in range(3 * PUSH_SLICE + 5)]
+    received: list[list[list[int]]] = [[] for _ in streams]
+
+    async def read(stream: Subscription, batches: list[list[int]]) -> None:
+        while sum(map(len, batches)) < 4:
+            batches.append([e.id for e in await stream.next_batch()])
+
+    readers = [asyncio.create_task(read(s, r)) for s, r in zip(streams, received, strict=True)]
+    await asyncio.sleep(0)  # every reader waits for its first batch
+    commit_each(broker, range(1, 5))
+    await asyncio.wait_for(asyncio.gather(*readers), timeout=5)
+    # Queued one fan-out per commit, the streams of the first slice would each have read
+    # 1, 2, 3 and 4 apiece, and the queue would grow with the commit rate.
+    assert received == [[[1], [2, 3, 4]]] * len(streams)
