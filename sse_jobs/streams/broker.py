@@ -120,8 +120,8 @@ class Broker:
         self._per_principal: dict[str, int] = {}
         self._held: list[Event] = []
         self._flush: asyncio.TimerHandle | None = None
-        # Fanned-out events not yet pushed, in order: every push goes through this queue,
-        # so a later fan-out never overtakes an earlier one on any stream.
+        # The pushes of the fan-out under way, in order. Only one is under way at a time
+        # (later commits are held meanwhile), so none overtakes another on any stream.
         self._pushes: deque[tuple[Subscription, list[Event]]] = deque()
         self._pushing: asyncio.Handle | None = None
         self.dropped = 0
@@ -203,7 +203,8 @@ class Broker:
     def _push_slice(self) -> None:
         """Wake ``PUSH_SLICE`` streams, and let the loop run before the next slice: every
         woken stream writes in the loop's next turn, and a request that arrives meanwhile
-        waits behind one slice, not behind every stream."""
+        waits behind one slice, not behind every stream. After the last slice, what
+        committed meanwhile starts the next fan-out."""
         self._pushing = None
         pushes = self._pushes
         for _ in range(min(PUSH_SLICE, len(pushes))):
