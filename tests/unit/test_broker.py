@@ -139,10 +139,11 @@ async def test_commits_made_while_a_fan_out_is_pushed_go_out_together_after_its_
         while sum(map(len, batches)) < 4:
             batches.append([e.id for e in await stream.next_batch()])
 
-    readers = [asyncio.create_task(read(s, r)) for s, r in zip(streams, received, strict=True)]
-    await asyncio.sleep(0)  # every reader waits for its first batch
-    commit_each(broker, range(1, 5))
-    await asyncio.wait_for(asyncio.gather(*readers), timeout=5)
+    async with asyncio.timeout(5), asyncio.TaskGroup() as readers:
+        for stream, batches in zip(streams, received, strict=True):
+            readers.create_task(read(stream, batches))
+        await asyncio.sleep(0)  # every reader waits for its first batch
+        commit_each(broker, range(1, 5))
     # Queued one fan-out per commit, the streams of the first slice would each have read
     # 1, 2, 3 and 4 apiece, and the queue would grow with the commit rate.
     assert received == [[[1], [2, 3, 4]]] * len(streams)
