@@ -203,8 +203,8 @@ class Broker:
     def _push_slice(self) -> None:
         """Wake ``PUSH_SLICE`` streams, and let the loop run before the next slice: every
         woken stream writes in the loop's next turn, and a request that arrives meanwhile
-        waits behind one slice, not behind every stream. After the last slice, what
-        committed meanwhile starts the next fan-out."""
+        waits behind one slice, not behind every stream. What committed meanwhile starts
+        the next fan-out in the turn after the last slice."""
         self._pushing = None
         pushes = self._pushes
         for _ in range(min(PUSH_SLICE, len(pushes))):
@@ -212,9 +212,13 @@ class Broker:
             self.dropped += not subscription.push(events)
         if pushes:
             self._pushing = asyncio.get_running_loop().call_soon(self._push_slice)
-        elif self._held and self._flush is None:
-            events, self._held = self._held, []
-            self._start_fan_out(events)
+        elif self._held:  # no flush is due while pushing: publish held everything
+            self._pushing = asyncio.get_running_loop().call_soon(self._fan_out_next)
+
+    def _fan_out_next(self) -> None:
+        self._pushing = None
+        events, self._held = self._held, []
+        self._start_fan_out(events)
 
     def close_all(self) -> None:
         """End every subscription (shutdown): each stream finishes and its client resumes.
