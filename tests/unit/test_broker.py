@@ -147,3 +147,32 @@ async def test_commits_made_while_a_fan_out_is_pushed_go_out_together_after_its_
     # Queued one fan-out per commit, the streams of the first slice would each have read
     # 1, 2, 3 and 4 apiece, and the queue would grow with the commit rate.
     assert received == [[[1], [2, 3, 4]]] * len(streams)
+
+
+async def test_the_next_fan_out_starts_a_turn_after_the_last_slice_of_the_one_before() -> None:
+    broker = Broker(queue_size=100)
+    streams = [broker.subscribe(None, "anonymous") for _ in range(2 * PUSH_SLICE + 5)]
+    loop = asyncio.get_running_loop()
+    woken_per_turn: list[int] = []
+    total = 2 * len(streams)  # nobody reads: each stream buffers both fan-outs' events
+    done = loop.create_future()
+
+    def each_turn() -> None:
+        # Scheduled like the broker's slices, so exactly one of them runs between two calls.
+        nonlocal before
+        now = sum(stream.buffered for stream in streams)
+        woken_per_turn.append(now - before)
+        before = now
+        if now < total and len(woken_per_turn) < 100:
+            loop.call_soon(each_turn)
+        else:
+            done.set_result(None)
+
+    broker.publish([event(1)])  # wakes the first slice at once
+    broker.publish([event(2)])
+    before = sum(stream.buffered for stream in streams)
+    loop.call_soon(each_turn)
+    await asyncio.wait_for(done, timeout=5)
+    assert before == total
+    # Started in the same turn as the last slice, the second fan-out would wake 5 + 64.
+    assert max(woken_per_turn) <= PUSH_SLICE
