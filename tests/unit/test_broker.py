@@ -156,6 +156,9 @@ async def test_the_next_fan_out_starts_a_turn_after_the_last_slice_of_the_one_be
     woken_per_turn: list[int] = []
     total = 2 * len(streams)  # nobody reads: each stream buffers both fan-outs' events
     done = loop.create_future()
+    broker.publish([event(1)])  # wakes the first slice at once
+    broker.publish([event(2)])
+    before = sum(stream.buffered for stream in streams)
 
     def each_turn() -> None:
         # Scheduled like the broker's slices, so exactly one of them runs between two calls.
@@ -168,9 +171,6 @@ async def test_the_next_fan_out_starts_a_turn_after_the_last_slice_of_the_one_be
         else:
             done.set_result(None)
 
-    broker.publish([event(1)])  # wakes the first slice at once
-    broker.publish([event(2)])
-    before = sum(stream.buffered for stream in streams)
     loop.call_soon(each_turn)
     await asyncio.wait_for(done, timeout=5)
     assert before == total
