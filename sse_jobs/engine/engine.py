@@ -14,9 +14,9 @@ import dataclasses
 import heapq
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sse_jobs import events
 from sse_jobs.backoff import Backoff
@@ -37,6 +37,7 @@ from sse_jobs.store.base import Store
 from sse_jobs.webhooks.policy import delivery_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IDLE_DISPATCH_WAIT = 60.0
 EXPIRED_BATCH = 100  # expired attempts ended per lease round
@@ -366,23 +367,17 @@ class Engine:
         """Record the start of ``run``, waiting out storage trouble: whether it is recorded.
         Refused when the job is no longer ours to start (cancelled while it was held, or
         its reservation lost): then the attempt is stopped."""
-        job_id, failures = run.job.id, 0
-        while True:
-            try:
-                started, _ = await self.store.start(job_id, at, lambda job: _processing(job, at))
-                break
-            except IllegalTransition as exc:
-                job_log(job_id).info("attempt %d not started: %s", run.attempt, exc.detail)
-                self._kill(job_id)
-                return False
-            except Unavailable as exc:
-                if not self.accepting:
-                    return False
-                delay = OUTCOME_RETRY.delay(failures)
-                job_log(job_id).warning("cannot record the start of attempt %d yet (%s); "
-                                        "retrying in %.0fs", run.attempt, exc.detail, delay)
-                failures += 1
-                await asyncio.sleep(delay)
+        job_id = run.job.id
+        try:
+            started, _ = await self._stored(
+                job_id, f"record the start of attempt {run.attempt}",
+                lambda: self.store.start(job_id, at, lambda job: _processing(job, at)))
+        except IllegalTransition as exc:
+            job_log(job_id).info("attempt %d not started: %s", run.attempt, exc.detail)
+            self._kill(job_id)
+            return False
+        except Unavailable:  # stopping: the next start's recovery deals with it
+            return False
         run.job = started
         assert self.progress is not None
         self.progress.started(job_id)
@@ -426,25 +421,11 @@ class Engine:
         self.wake()
 
     async def _write_progress(self, job_id: str) -> None:
-        """Store what the attempt reported before its outcome, waiting out storage trouble
-        (a full disk) as ``_record`` does: an outcome is never recorded ahead of its
-        progress, nor lost because that progress could not be stored at once. The waits
-        are bounded by ``OUTCOME_RETRY``, and end when the engine stops (the next start's
-        recovery then deals with the job)."""
-        assert self.progress is not None, "attempts run only on a node with workers"
-        failures = 0
-        while True:
-            try:
-                await self.progress.finish(job_id)
-                return
-            except Unavailable as exc:
-                if not self.accepting:
-                    raise
-                delay = OUTCOME_RETRY.delay(failures)
-                job_log(job_id).warning("cannot store its progress yet (%s); retrying in "
-                                        "%.0fs", exc.detail, delay)
-                failures += 1
-                await asyncio.sleep(delay)
+        """Store what the attempt reported before its outcome: an outcome is never recorded
+        ahead of its progress, nor lost because that progress could not be stored at once."""
+        progress = self.progress
+        assert progress is not None, "attempts run only on a node with workers"
+        await self._stored(job_id, "store its progress", lambda: progress.finish(job_id))
 
     async def _record_outcome(self, run: _Run, outcome: Outcome, now: float) -> None:
         job = run.job
@@ -469,27 +450,32 @@ class Engine:
             await self._retry_or_fail(job, _error_of(outcome, job), now)
 
     async def _record(self, job: JobRecord, change: Change) -> None:
-        """Record an attempt's outcome, waiting out storage trouble (a full disk) rather
-        than losing it; while starting or stopping, give up and leave the job to the next
-        start's recovery. A fenced outcome the store refuses belongs to an attempt that
-        has been taken over (its lease ran out): it is dropped, as it must be."""
+        """Record an attempt's outcome rather than lose it (``_stored``). A fenced outcome
+        the store refuses belongs to an attempt that has been taken over (its lease ran
+        out): it is dropped, as it must be."""
+        try:
+            await self._stored(job.id, f"record {change.name.value}",
+                               lambda: self.store.record(job.id, change))
+        except IllegalTransition as exc:
+            if change.fence is None:
+                raise
+            job_log(job.id).warning("attempt %d: %s not recorded: %s", job.attempt,
+                                    change.name.value, exc.detail)
+
+    async def _stored(self, job_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """``write()``'s result, waiting out storage trouble (a full disk) with waits
+        bounded by ``OUTCOME_RETRY``. While starting or stopping, the ``Unavailable`` is
+        raised instead: the next start's recovery deals with the job."""
         failures = 0
         while True:
             try:
-                await self.store.record(job.id, change)
-                return
-            except IllegalTransition as exc:
-                if change.fence is None:
-                    raise
-                job_log(job.id).warning("attempt %d: %s not recorded: %s", job.attempt,
-                                        change.name.value, exc.detail)
-                return
+                return await write()
             except Unavailable as exc:
                 if not self.accepting:
                     raise
                 delay = OUTCOME_RETRY.delay(failures)
-                job_log(job.id).warning("cannot record %s yet (%s); retrying in %.0fs",
-                                        change.name.value, exc.detail, delay)
+                job_log(job_id).warning("cannot %s yet (%s); retrying in %.0fs", what,
+                                        exc.detail, delay)
                 failures += 1
                 await asyncio.sleep(delay)
 
